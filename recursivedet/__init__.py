@@ -1,0 +1,1 @@
+"""RecursiveDet for Detectron2."""
