@@ -1,0 +1,61 @@
+"""Sparse R-CNN (the host detector) on ResNet-50-FPN: 6 independent stages, one dynamic-conv pass, no
+positional encodings, Sparse R-CNN's box deltas. Loads official Sparse R-CNN checkpoints after conversion
+(``python -m recursivedet.checkpoint.convert``)."""
+
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone import FPN, BasicStem, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.poolers import ROIPooler
+
+from recursivedet.modeling import RecursiveDecoder, RecursiveDet, SetCriterion
+
+model = L(RecursiveDet)(
+    backbone=L(FPN)(
+        bottom_up=L(ResNet)(
+            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=False, norm="FrozenBN"),
+            out_features=["res2", "res3", "res4", "res5"],
+            freeze_at=2,
+        ),
+        in_features="${.bottom_up.out_features}",
+        out_channels="${..decoder.stage.dim}",
+        top_block=L(LastLevelMaxPool)(),
+    ),
+    decoder=L(RecursiveDecoder)(
+        stage=dict(
+            dim=256,
+            num_heads=8,
+            ffn_dim=2048,
+            dropout=0.0,
+            dynamic_dim=64,
+            pooler_resolution="${..pooler.output_size}",
+            num_classes=80,
+            num_cls_layers=1,
+            num_reg_layers=3,
+            box_pe_self_attention=False,
+            box_pe_dynamic_conv=False,
+            centerness="none",
+            box_refinement="deltas",
+        ),
+        pooler=L(ROIPooler)(
+            output_size=7,
+            scales=(1 / 4, 1 / 8, 1 / 16, 1 / 32),
+            sampling_ratio=2,
+            pooler_type="ROIAlignV2",
+        ),
+        num_stages=6,
+        stage_sharing="none",
+        dynamic_passes=1,
+        first_stage_dynamic_passes=None,
+        box_delta_init="xavier",
+        prior_prob=0.01,
+    ),
+    criterion=L(SetCriterion)(class_weight=2.0, l1_weight=5.0, giou_weight=2.0, focal_alpha=0.25, focal_gamma=2.0),
+    in_features=["p2", "p3", "p4", "p5"],
+    num_proposals=100,
+    deep_supervision=True,
+    detections_per_image=100,
+    pixel_mean=[123.675, 116.280, 103.530],
+    pixel_std=[58.395, 57.120, 57.375],
+    input_format="RGB",
+)

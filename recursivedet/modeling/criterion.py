@@ -1,0 +1,75 @@
+"""Set-prediction losses: sigmoid focal + L1 + GIoU on Hungarian-matched pairs (paper Sec. 3.1)."""
+
+import torch
+from detectron2.utils import comm
+from torch import nn
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+
+from .box_utils import cxcywh_to_xyxy
+from .matcher import HungarianMatcher
+
+
+class SetCriterion(nn.Module):
+    """L = w_cls * focal + w_l1 * L1 + w_giou * GIoU, each summed over matched pairs and divided by the
+    number of ground-truth boxes averaged across workers (at least 1).
+
+    The classification loss covers all proposals: unmatched ones (and every proposal of an image with no
+    object) are trained as negatives for every class.
+    """
+
+    def __init__(
+        self,
+        class_weight: float = 2.0,
+        l1_weight: float = 5.0,
+        giou_weight: float = 2.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        matcher: HungarianMatcher | None = None,
+    ):
+        super().__init__()
+        # The paper's matching cost equals the loss: by default the matcher takes the same weights.
+        self.matcher = matcher or HungarianMatcher(class_weight, l1_weight, giou_weight, focal_alpha, focal_gamma)
+        self.class_weight = class_weight
+        self.l1_weight = l1_weight
+        self.giou_weight = giou_weight
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    @staticmethod
+    def num_boxes(targets, device) -> float:
+        """Ground-truth boxes per worker, averaged over workers, at least 1."""
+        count = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+        if comm.get_world_size() > 1:
+            torch.distributed.all_reduce(count)
+        return max(count.item() / comm.get_world_size(), 1.0)
+
+    def forward(self, logits, boxes, targets, num_boxes: float):
+        """Weighted losses of one set of predictions.
+
+        Args:
+            logits: (B, N, K); boxes: (B, N, 4) normalised cxcywh.
+            targets: list of B dicts with "labels" (G_i,) and "boxes" (G_i, 4) normalised cxcywh.
+            num_boxes: normaliser from :meth:`num_boxes`.
+        Returns:
+            dict with weighted "loss_cls", "loss_bbox" (L1) and "loss_giou".
+        """
+        indices = self.matcher(logits, boxes, targets)
+        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]).to(logits.device)
+        src_idx = torch.cat([src for src, _ in indices]).to(logits.device)
+
+        onehot = torch.zeros_like(logits)
+        matched_labels = torch.cat([t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices)])
+        onehot[batch_idx, src_idx, matched_labels] = 1
+        loss_cls = sigmoid_focal_loss(
+            logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+        )
+
+        src_boxes = boxes[batch_idx, src_idx]
+        gt_boxes = torch.cat([t["boxes"][tgt.to(t["boxes"].device)] for t, (_, tgt) in zip(targets, indices)])
+        loss_l1 = (src_boxes - gt_boxes).abs().sum()
+        loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src_boxes), cxcywh_to_xyxy(gt_boxes), reduction="sum")
+        return {
+            "loss_cls": self.class_weight * loss_cls / num_boxes,
+            "loss_bbox": self.l1_weight * loss_l1 / num_boxes,
+            "loss_giou": self.giou_weight * loss_giou / num_boxes,
+        }

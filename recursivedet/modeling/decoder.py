@@ -1,0 +1,123 @@
+"""The decoder: stage scheduling of Sparse R-CNN and RecursiveDet (Sec. 3.2, Table 4).
+
+``stage_sharing`` picks which stages own parameters:
+- ``"none"``: every stage has its own (Sparse R-CNN);
+- ``"all"``: one set of parameters for all stages (RecSt);
+- ``"all_but_first"``: the first stage has its own, stages 2..T share one set (RecSt-dagger).
+``dynamic_passes`` > 1 reuses the dynamic layer and out layer inside a stage (RecDy).
+"""
+
+import torch
+from detectron2.structures import Boxes
+from torch import nn
+
+from .box_utils import cxcywh_to_xyxy
+from .position_encoding import box_sine_embedding
+from .stage import DecoderStage
+
+STAGE_SHARING = ("none", "all", "all_but_first")
+
+
+class RecursiveDecoder(nn.Module):
+    """T stages refining N proposals; each stage pools RoI features of its input boxes.
+
+    Args:
+        stage: keyword arguments of :class:`DecoderStage` (width, heads, PE switches, ...).
+        pooler: a detectron2 ``ROIPooler`` over the FPN levels (official: ROIAlignV2, 7x7, sampling 2).
+        num_stages: T (6).
+        stage_sharing: see the module docstring.
+        dynamic_passes: dynamic-conv passes of every stage (2 = RecDy).
+        first_stage_dynamic_passes: passes of stage 1; None = ``dynamic_passes``. The official
+            RecursiveDet code runs one pass in its independent first stage and two in the shared ones.
+        box_delta_init: "xavier" (official) or "zero" (every stage starts as the identity; needed when
+            training from scratch or on small data, where xavier-initialised shared deltas collapse boxes).
+        prior_prob: focal-loss prior of the class bias (0.01).
+    """
+
+    def __init__(
+        self,
+        *,
+        stage: dict,
+        pooler,
+        num_stages: int = 6,
+        stage_sharing: str = "none",
+        dynamic_passes: int = 1,
+        first_stage_dynamic_passes: int | None = None,
+        box_delta_init: str = "xavier",
+        prior_prob: float = 0.01,
+    ):
+        super().__init__()
+        if stage_sharing not in STAGE_SHARING:
+            raise ValueError(f"stage_sharing must be one of {STAGE_SHARING}, got {stage_sharing!r}")
+        if num_stages < 1:
+            raise ValueError(f"num_stages must be at least 1, got {num_stages}")
+        if dynamic_passes < 1 or (first_stage_dynamic_passes is not None and first_stage_dynamic_passes < 1):
+            raise ValueError("dynamic-conv passes must be at least 1")
+        if box_delta_init not in ("xavier", "zero"):
+            raise ValueError(f"box_delta_init must be 'xavier' or 'zero', got {box_delta_init!r}")
+        self.pooler = pooler
+        self.num_stages = num_stages
+        self.stage_sharing = stage_sharing
+        num_modules = {"none": num_stages, "all": 1, "all_but_first": min(2, num_stages)}[stage_sharing]
+        self.stages = nn.ModuleList(DecoderStage(**stage) for _ in range(num_modules))
+        self.dynamic_passes = dynamic_passes
+        self.first_stage_dynamic_passes = first_stage_dynamic_passes
+        self._reset_parameters(box_delta_init, prior_prob)
+
+    def _reset_parameters(self, box_delta_init: str, prior_prob: float):
+        # Official init: xavier on every weight of dim > 1, focal prior on the class bias.
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        bias = -torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item()
+        for stage in self.stages:
+            nn.init.constant_(stage.class_logits.bias, bias)
+            if box_delta_init == "zero":
+                nn.init.zeros_(stage.box_delta.weight)
+                nn.init.zeros_(stage.box_delta.bias)
+            if stage.dynamic_conv.centerness is not None:
+                stage.dynamic_conv.centerness.reset_parameters()
+
+    def stage_module(self, t: int) -> DecoderStage:
+        """The parameters used at stage t (0-based)."""
+        if self.stage_sharing == "none":
+            return self.stages[t]
+        if self.stage_sharing == "all":
+            return self.stages[0]
+        return self.stages[min(t, 1)]
+
+    def stage_passes(self, t: int) -> int:
+        if t == 0 and self.first_stage_dynamic_passes is not None:
+            return self.first_stage_dynamic_passes
+        return self.dynamic_passes
+
+    def forward(self, features, image_pos, boxes, proposal_features, whwh, num_stages: int | None = None):
+        """Run the stages.
+
+        Args:
+            features: list of FPN maps (B, c, H_l, W_l) in the pooler's level order.
+            image_pos: list of image PE maps matching ``features`` (or None without the dynamic-conv PE).
+            boxes: (B, N, 4) initial normalised (cx, cy, w, h) boxes.
+            proposal_features: (B, N, c) initial proposal features.
+            whwh: (B, 4) image sizes (w, h, w, h) in pixels.
+            num_stages: run only the first stages (e.g. to study depth at inference, paper Fig. 4).
+        Returns:
+            list over stages of (class logits (B, N, K), boxes (B, N, 4)).
+        """
+        b, n, _ = boxes.shape
+        outputs = []
+        for t in range(num_stages or self.num_stages):
+            stage = self.stage_module(t)
+            pixel_boxes = cxcywh_to_xyxy(boxes) * whwh[:, None, :]
+            pooler_boxes = [Boxes(x) for x in pixel_boxes]
+            roi = self.pooler(features, pooler_boxes).flatten(2).transpose(1, 2)  # (B*N, S, c)
+            roi_pos = None
+            if stage.dynamic_conv.box_pe:
+                roi_pos = self.pooler(image_pos, pooler_boxes).flatten(2).transpose(1, 2)
+            box_sine = box_sine_embedding(boxes, stage.dim // 2) if stage.uses_box_sine else None
+            logits, new_boxes, proposal_features = stage(
+                proposal_features, boxes, roi, roi_pos, box_sine, passes=self.stage_passes(t)
+            )
+            outputs.append((logits, new_boxes))
+            boxes = new_boxes.detach()
+        return outputs

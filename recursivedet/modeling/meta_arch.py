@@ -1,0 +1,159 @@
+"""The RecursiveDet meta-architecture (Sparse R-CNN host): backbone, learnable proposals, decoder,
+criterion and inference, registered in detectron2's ``META_ARCH_REGISTRY``."""
+
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postprocess
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import nn
+
+from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
+from .criterion import SetCriterion
+from .decoder import RecursiveDecoder
+from .position_encoding import ImageSinePE
+
+
+@META_ARCH_REGISTRY.register()
+class RecursiveDet(nn.Module):
+    """End-to-end region-based detector with a (recursive) dynamic-conv decoder.
+
+    With ``stage_sharing="none"``, one dynamic-conv pass and every PE off, it is plain Sparse R-CNN.
+
+    Args:
+        backbone: a detectron2 backbone giving ``in_features`` (default ResNet-50-FPN p2-p5, c channels).
+        decoder: the :class:`RecursiveDecoder` (stages, sharing, passes, PE switches, pooler).
+        criterion: the :class:`SetCriterion` (matching cost = loss weights).
+        in_features: backbone outputs pooled by the decoder, in the pooler's level order.
+        num_proposals: N learnable proposal boxes and features (100 or 300 in the paper).
+        deep_supervision: losses on every stage (True) or on the last one only.
+        detections_per_image: top-k over proposals x classes at inference.
+        pixel_mean, pixel_std: per-channel normalisation in the input format's channel order.
+        input_format: "RGB" (official recipe, torchvision ImageNet statistics) or "BGR".
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        decoder: RecursiveDecoder,
+        criterion: SetCriterion,
+        in_features: list[str] = ("p2", "p3", "p4", "p5"),
+        num_proposals: int = 100,
+        deep_supervision: bool = True,
+        detections_per_image: int = 100,
+        pixel_mean: tuple[float, ...] = (123.675, 116.280, 103.530),
+        pixel_std: tuple[float, ...] = (58.395, 57.120, 57.375),
+        input_format: str = "RGB",
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.criterion = criterion
+        self.in_features = list(in_features)
+        self.num_proposals = num_proposals
+        self.deep_supervision = deep_supervision
+        self.detections_per_image = detections_per_image
+        self.input_format = input_format
+        dim = decoder.stages[0].dim
+        shapes = backbone.output_shape()
+        missing = [f for f in self.in_features if f not in shapes]
+        if missing:
+            raise ValueError(f"in_features {missing} are not backbone outputs; it gives {sorted(shapes)}")
+        widths = {f: shapes[f].channels for f in self.in_features}
+        if any(c != dim for c in widths.values()):
+            raise ValueError(f"backbone channels {widths} must equal the decoder width {dim}")
+        self.strides = [shapes[f].stride for f in self.in_features]
+        self.init_proposal_features = nn.Embedding(num_proposals, dim)
+        self.init_proposal_boxes = nn.Embedding(num_proposals, 4)
+        nn.init.constant_(self.init_proposal_boxes.weight[:, :2], 0.5)  # official: whole-image boxes
+        nn.init.constant_(self.init_proposal_boxes.weight[:, 2:], 1.0)
+        self.image_pe = ImageSinePE(dim // 2)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def uses_image_pe(self) -> bool:
+        return any(s.dynamic_conv.box_pe for s in self.decoder.stages)
+
+    def preprocess_image(self, batched_inputs) -> ImageList:
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(
+            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+        )
+
+    def image_position_maps(self, features: list[torch.Tensor], image_sizes) -> list[torch.Tensor]:
+        """The image PE of each level, normalised over each image's own padded extent, so that batching
+        does not change an image's encoding (one image alone is the official code's setting)."""
+        sizes = torch.as_tensor([list(s) for s in image_sizes], dtype=torch.float32, device=self.device)
+        divisor = self.backbone.size_divisibility
+        if divisor > 1:
+            sizes = torch.ceil(sizes / divisor) * divisor
+        return [self.image_pe(f, torch.ceil(sizes / s)) for f, s in zip(features, self.strides, strict=True)]
+
+    def forward(self, batched_inputs: list[dict]):
+        """detectron2 convention: training returns a loss dict, inference ``[{"instances": ...}]``."""
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.run_decoder(images)
+        if self.training:
+            targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs])
+            return self.losses(outputs, targets)
+        logits, boxes = outputs[-1]
+        results = self.inference(logits, boxes, images.image_sizes)
+        return [
+            {"instances": detector_postprocess(r, x.get("height", s[0]), x.get("width", s[1]))}
+            for r, x, s in zip(results, batched_inputs, images.image_sizes, strict=True)
+        ]
+
+    def run_decoder(self, images: ImageList, num_stages: int | None = None):
+        """Backbone + decoder -> list over stages of (logits (B, N, K), boxes (B, N, 4) normalised)."""
+        feature_maps = self.backbone(images.tensor)
+        features = [feature_maps[f] for f in self.in_features]
+        image_pos = self.image_position_maps(features, images.image_sizes) if self.uses_image_pe else None
+        b = len(images)
+        boxes = self.init_proposal_boxes.weight[None].expand(b, -1, -1)
+        proposal_features = self.init_proposal_features.weight[None].expand(b, -1, -1)
+        whwh = image_whwh(images.image_sizes, self.device)
+        return self.decoder(features, image_pos, boxes, proposal_features, whwh, num_stages)
+
+    def prepare_targets(self, instances: list[Instances]) -> list[dict]:
+        """GT boxes normalised by each image's size, as (cx, cy, w, h)."""
+        targets = []
+        for inst in instances:
+            whwh = image_whwh([inst.image_size], self.device)
+            targets.append({"labels": inst.gt_classes, "boxes": xyxy_to_cxcywh(inst.gt_boxes.tensor / whwh)})
+        return targets
+
+    def losses(self, outputs, targets) -> dict[str, torch.Tensor]:
+        """Losses of the last stage ("loss_cls", ...) and, with deep supervision, of every earlier stage
+        t ("loss_cls_{t}", t = 0..T-2): the set of keys follows the number of stages."""
+        num_boxes = self.criterion.num_boxes(targets, self.device)
+        supervised = range(len(outputs)) if self.deep_supervision else [len(outputs) - 1]
+        losses = {}
+        for t in supervised:
+            suffix = "" if t == len(outputs) - 1 else f"_{t}"
+            stage_losses = self.criterion(*outputs[t], targets, num_boxes)
+            losses.update({k + suffix: v for k, v in stage_losses.items()})
+        return losses
+
+    def inference(self, logits, boxes, image_sizes) -> list[Instances]:
+        """Top-k over proposals x classes with sigmoid scores, for all images at once.
+
+        Args:
+            logits: (B, N, K); boxes: (B, N, 4) normalised cxcywh; image_sizes: B (h, w) input sizes.
+        """
+        b, n, k = logits.shape
+        scores, index = logits.sigmoid().flatten(1).topk(min(self.detections_per_image, n * k), dim=1)
+        labels = index % k
+        pixel_boxes = cxcywh_to_xyxy(boxes) * image_whwh(image_sizes, self.device)[:, None, :]
+        picked = torch.gather(pixel_boxes, 1, (index // k)[..., None].expand(-1, -1, 4))
+        results = []
+        for i, size in enumerate(image_sizes):
+            r = Instances(size)
+            r.pred_boxes = Boxes(picked[i])
+            r.scores = scores[i]
+            r.pred_classes = labels[i]
+            results.append(r)
+        return results

@@ -1,0 +1,122 @@
+"""One decoder stage Dec^t of Eq. 1: self-attention, dynamic interaction (one or two passes), FFN, heads."""
+
+import math
+
+import torch
+from detectron2.modeling.box_regression import Box2BoxTransform
+from torch import nn
+from torch.nn import functional as F
+
+from .box_utils import cxcywh_to_xyxy, inverse_sigmoid, xyxy_to_cxcywh
+from .dynamic_conv import DynamicConv
+from .mlp import MLP
+from .position_encoding import CenternessMask
+from .self_attention import ProposalSelfAttention
+
+BOX_REFINEMENTS = ("sigmoid", "deltas")
+
+# Sparse R-CNN's box deltas: Faster R-CNN parameterisation with weights (2, 2, 1, 1).
+_SPARSE_RCNN_DELTAS = Box2BoxTransform(weights=(2.0, 2.0, 1.0, 1.0), scale_clamp=math.log(100000.0 / 16))
+
+
+def _head_block(dim: int) -> list[nn.Module]:
+    return [nn.Linear(dim, dim, bias=False), nn.LayerNorm(dim), nn.ReLU(inplace=True)]
+
+
+class DecoderStage(nn.Module):
+    """Parameters of one stage; RecSt reuses one instance for several stages (Sec. 3.2).
+
+    Args:
+        dim: model width c. num_heads: self-attention heads. ffn_dim: FFN width. dropout: dropout rate.
+        dynamic_dim: d. pooler_resolution: R. num_classes: K (sigmoid focal classification).
+        num_cls_layers / num_reg_layers: Linear-LN-ReLU blocks before the class / box predictors (1 / 3).
+        box_pe_self_attention: bb-PE in self-attention (Sec. 3.3, Fig. 2b).
+        box_pe_dynamic_conv: bb-PE in the dynamic conv (Eq. 4-5, Fig. 2c).
+        centerness: cb-PE mode, "none" | "static" | "learnable" | "adjust" (Eq. 6, Table 5).
+        box_refinement: "sigmoid" (RecursiveDet code: b' = sigmoid(inverse_sigmoid(b) + delta)) or
+            "deltas" (Sparse R-CNN code: Faster R-CNN deltas with weights (2, 2, 1, 1)).
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 256,
+        num_heads: int = 8,
+        ffn_dim: int = 2048,
+        dropout: float = 0.0,
+        dynamic_dim: int = 64,
+        pooler_resolution: int = 7,
+        num_classes: int = 80,
+        num_cls_layers: int = 1,
+        num_reg_layers: int = 3,
+        box_pe_self_attention: bool = False,
+        box_pe_dynamic_conv: bool = False,
+        centerness: str = "none",
+        box_refinement: str = "sigmoid",
+    ):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"model width must be even (half encodes y, half x), got {dim}")
+        if box_refinement not in BOX_REFINEMENTS:
+            raise ValueError(f"box_refinement must be one of {BOX_REFINEMENTS}, got {box_refinement!r}")
+        self.dim = dim
+        self.box_refinement = box_refinement
+        self.box_pe_self_attention = box_pe_self_attention
+        if box_pe_self_attention:
+            # Box sinusoid (4 x c/2 = 2c) -> MLP -> p (official: 512 -> 256 -> 256 at c = 256).
+            self.box_pos_mlp = MLP(2 * dim, dim, dim, 2)
+        self.self_attn = ProposalSelfAttention(dim, num_heads, dropout, box_pe=box_pe_self_attention)
+        self.norm1 = nn.LayerNorm(dim)
+        mask = None if centerness == "none" else CenternessMask(centerness, pooler_resolution, dim)
+        self.dynamic_conv = DynamicConv(dim, dynamic_dim, pooler_resolution, box_pe_dynamic_conv, mask)
+        self.norm2 = nn.LayerNorm(dim)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.cls_layers = nn.Sequential(*[m for _ in range(num_cls_layers) for m in _head_block(dim)])
+        self.reg_layers = nn.Sequential(*[m for _ in range(num_reg_layers) for m in _head_block(dim)])
+        self.class_logits = nn.Linear(dim, num_classes)
+        self.box_delta = nn.Linear(dim, 4)
+
+    @property
+    def uses_box_sine(self) -> bool:
+        return self.box_pe_self_attention or self.dynamic_conv.box_pe
+
+    def forward(self, features, boxes, roi_features, roi_pos=None, box_sine=None, passes: int = 1):
+        """Run the stage on B images with N proposals each.
+
+        Args:
+            features: (B, N, c) proposal features q^t.
+            boxes: (B, N, 4) normalised (cx, cy, w, h) proposal boxes b^t (detached).
+            roi_features: (B * N, S, c) RoI features f^t.
+            roi_pos: (B * N, S, c) pooled image PE p_f, when the dynamic conv uses the box PE.
+            box_sine: (B, N, 2c) box sinusoid, when a box PE is on.
+            passes: dynamic-conv passes (2 = RecDy: same Dyn, Out, residual and LayerNorm reused).
+        Returns:
+            class logits (B, N, K), boxes b^{t+1} (B, N, 4), object features q^{t+1} (B, N, c).
+        """
+        b, n, c = features.shape
+        pos = self.box_pos_mlp(box_sine) if self.box_pe_self_attention else None
+        x = self.norm1(features + self.dropout(self.self_attn(features, pos)))
+
+        x = x.reshape(b * n, c)
+        flat_boxes = boxes.reshape(b * n, 4)
+        flat_sine = box_sine.reshape(b * n, -1) if box_sine is not None else None
+        for _ in range(passes):
+            update = self.dynamic_conv(x, roi_features, roi_pos, flat_sine, flat_boxes)
+            x = self.norm2(x + self.dropout(update))
+
+        x = self.norm3(x + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+        logits = self.class_logits(self.cls_layers(x))
+        deltas = self.box_delta(self.reg_layers(x))
+        new_boxes = self.refine(flat_boxes, deltas)
+        return logits.view(b, n, -1), new_boxes.view(b, n, 4), x.view(b, n, c)
+
+    def refine(self, boxes: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """(M, 4) normalised cxcywh boxes + (M, 4) predicted deltas -> (M, 4) refined boxes."""
+        if self.box_refinement == "sigmoid":
+            return (inverse_sigmoid(boxes) + deltas).sigmoid()
+        # The deltas are scale-invariant, so applying them to normalised boxes equals applying them in
+        # pixels and normalising afterwards.
+        return xyxy_to_cxcywh(_SPARSE_RCNN_DELTAS.apply_deltas(deltas, cxcywh_to_xyxy(boxes)))
