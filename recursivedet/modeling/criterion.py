@@ -58,14 +58,16 @@ class SetCriterion(nn.Module):
         src_idx = torch.cat([src for src, _ in indices]).to(logits.device)
 
         onehot = torch.zeros_like(logits)
-        matched_labels = torch.cat([t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices)])
-        onehot[batch_idx, src_idx, matched_labels] = 1
-        loss_cls = sigmoid_focal_loss(
-            logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+        matched_labels = torch.cat(
+            [t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices, strict=True)]
         )
+        onehot[batch_idx, src_idx, matched_labels] = 1
+        loss_cls = sigmoid_focal_loss(logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum")
 
         src_boxes = boxes[batch_idx, src_idx]
-        gt_boxes = torch.cat([t["boxes"][tgt.to(t["boxes"].device)] for t, (_, tgt) in zip(targets, indices)])
+        gt_boxes = torch.cat(
+            [t["boxes"][tgt.to(t["boxes"].device)] for t, (_, tgt) in zip(targets, indices, strict=True)]
+        )
         loss_l1 = (src_boxes - gt_boxes).abs().sum()
         loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src_boxes), cxcywh_to_xyxy(gt_boxes), reduction="sum")
         return {

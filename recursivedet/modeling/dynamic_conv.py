@@ -34,9 +34,7 @@ class DynamicConv(nn.Module):
     ):
         super().__init__()
         if centerness is not None and not box_pe:
-            raise ValueError(
-                "centerness PE modulates the dynamic-conv box PE (official code): it needs box_pe=True"
-            )
+            raise ValueError("centerness PE modulates the dynamic-conv box PE (official code): it needs box_pe=True")
         self.dim = dim
         self.dynamic_dim = dynamic_dim
         self.num_params = dim * dynamic_dim

@@ -1,0 +1,1 @@
+"""Model analysis: parameter and FLOP tables against the paper's figures."""

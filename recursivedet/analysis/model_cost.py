@@ -1,0 +1,144 @@
+"""Parameter and FLOP table of model configs next to the paper's figures.
+
+    python -m recursivedet.analysis.model_cost                     # every ablation and main-result config
+    python -m recursivedet.analysis.model_cost configs/x.py --no-flops
+    python -m recursivedet.analysis.model_cost --input-size 800 1216 --json cost.json
+
+Parameters per decoder-stage module are split into paper Table 1's categories (MSA, Dyn, Out, Head,
+Others) plus the positional-encoding additions (PE). FLOPs are counted by detectron2's FlopCountAnalysis
+(fvcore; one multiply-add = one FLOP, RoIAlign not counted) for one image of the stated size.
+"""
+
+import argparse
+import json
+import logging
+import sys
+from collections import OrderedDict
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.utils.analysis import FlopCountAnalysis
+
+from .paper_rows import ABLATION_ROWS, MAIN_ROWS
+
+# Decoder-stage parameter name prefixes of each paper Table 1 category; anything else is "Others".
+STAGE_CATEGORIES = OrderedDict(
+    MSA=("self_attn.q_content_proj.", "self_attn.k_content_proj.", "self_attn.v_proj.", "self_attn.out_proj."),
+    Dyn=("dynamic_conv.dynamic_layer.",),
+    Out=("dynamic_conv.out_layer.",),
+    Head=("cls_layers.", "reg_layers.", "class_logits.", "box_delta."),
+    PE=(
+        "box_pos_mlp.",
+        "self_attn.q_pos_proj.",
+        "self_attn.k_pos_proj.",
+        "dynamic_conv.center_scale.",
+        "dynamic_conv.size_ref.",
+        "dynamic_conv.roi_pos_proj.",
+        "dynamic_conv.kernel_pos_proj.",
+        "dynamic_conv.centerness.",
+    ),
+)
+
+
+def stage_breakdown(stage: torch.nn.Module) -> dict[str, int]:
+    """Parameters of one decoder-stage module by Table 1 category (+ PE, Total)."""
+    counts = dict.fromkeys([*STAGE_CATEGORIES, "Others"], 0)
+    for name, p in stage.named_parameters():
+        category = next((c for c, prefixes in STAGE_CATEGORIES.items() if name.startswith(prefixes)), "Others")
+        counts[category] += p.numel()
+    counts["Total"] = sum(counts.values())
+    return counts
+
+
+def _sdpa_flop_jit(inputs, outputs):
+    """Multiply-adds of scaled_dot_product_attention: Q K^T and A V."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = 1
+    for s in q[:-2]:
+        batch *= s
+    return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
+
+
+def count_flops(model, height: int, width: int) -> float:
+    """GFLOPs of one forward pass on a (3, height, width) image (inference mode)."""
+    model.eval()
+    inputs = [{"image": torch.zeros(3, height, width, dtype=torch.uint8), "height": height, "width": width}]
+    with torch.no_grad():
+        flops = FlopCountAnalysis(model, inputs)
+        flops.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
+        flops.unsupported_ops_warnings(False)
+        flops.uncalled_modules_warnings(False)
+        return flops.total() / 1e9
+
+
+def model_cost(config_path, input_size=(800, 1216), with_flops: bool = True) -> dict:
+    """Parameters (total, backbone, per decoder-stage module by category) and FLOPs of a config's model."""
+    cfg = LazyConfig.load(str(config_path))
+    model = instantiate(cfg.model)
+    result = {
+        "config": str(config_path),
+        "params": sum(p.numel() for p in model.parameters()),
+        "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
+        "stage_modules": [stage_breakdown(s) for s in model.decoder.stages],
+        "num_stages": model.decoder.num_stages,
+    }
+    if with_flops:
+        result["gflops"] = count_flops(model, *input_size)
+        result["input_size"] = list(input_size)
+    return result
+
+
+def _fmt_m(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}"
+
+
+def format_table(rows: list[tuple]) -> str:
+    """rows: (paper row or None, cost dict). A fixed-width text table."""
+    head = f"{'table':8} {'row':28} {'params(M)':>9} {'paper':>6} {'GFLOPs':>7} {'paper':>6}  stage modules (M): "
+    head += " ".join(f"{c:>6}" for c in [*STAGE_CATEGORIES, "Others", "Total"])
+    lines = [head, "-" * len(head)]
+    for paper, cost in rows:
+        stage = cost["stage_modules"][-1]
+        gflops = f"{cost['gflops']:7.1f}" if "gflops" in cost else f"{'-':>7}"
+        lines.append(
+            f"{paper.table if paper else '':8} {paper.label if paper else cost['config'][-28:]:28} "
+            f"{cost['params'] / 1e6:9.2f} {paper.params_m if paper and paper.params_m else '-':>6} {gflops} "
+            f"{paper.gflops if paper and paper.gflops else '-':>6}  "
+            f"x{len(cost['stage_modules'])}: " + " ".join(f"{_fmt_m(stage[c]):>6}" for c in stage)
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", help="config files (default: every paper row's config)")
+    parser.add_argument("--input-size", type=int, nargs=2, default=(800, 1216), metavar=("H", "W"))
+    parser.add_argument("--no-flops", action="store_true", help="parameters only (fast)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    if args.configs:
+        targets = [(None, path) for path in args.configs]
+    else:
+        targets = []
+        for row in ABLATION_ROWS + MAIN_ROWS:
+            targets.append((row, row.config_path))
+    rows = []
+    cache = {}
+    for paper, path in targets:
+        key = str(path)
+        if key not in cache:
+            cache[key] = model_cost(path, args.input_size, not args.no_flops)
+        rows.append((paper, cache[key]))
+    print(f"FLOPs for one 3x{args.input_size[0]}x{args.input_size[1]} image; stage modules: the last one's breakdown")
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"paper": paper.__dict__ if paper else None, **cost} for paper, cost in rows], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
