@@ -147,15 +147,25 @@ def test_batch_inference_equals_one_by_one(name):
 
 def test_image_position_encoding_ignores_batch_padding():
     model = tiny_model("recursivedet").eval()
-    small, large = make_input(64, 64), make_input(130, 200)
-    alone = model.image_position_maps(
-        [f for f in model.backbone(model.preprocess_image([small]).tensor).values()], [(64, 64)]
-    )
-    batch = model.preprocess_image([small, large])
-    together = model.image_position_maps([f for f in model.backbone(batch.tensor).values()], batch.image_sizes)
-    for a, t in zip(alone, together, strict=True):
-        h, w = a.shape[-2:]
-        torch.testing.assert_close(t[0, :, :h, :w], a[0])
+    alone = model.position_extents([(64, 64)])
+    together = model.position_extents([(64, 64), (130, 200)])
+    for a, t, stride in zip(alone, together, model.strides, strict=True):
+        torch.testing.assert_close(t[0], a[0])
+        assert t[1].tolist() == [-(-160 // stride), -(-224 // stride)]  # padded to 32, in cells
+
+
+@pytest.mark.parametrize("name", ["recursivedet", "sparse_rcnn"])
+def test_analytic_roi_pe_gives_the_same_model_outputs(name):
+    model = tiny_model(name).eval()
+    with torch.no_grad():
+        fast = model(TWO_IMAGES)
+        model.decoder.analytic_pe = None
+        plain = model(TWO_IMAGES)
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(
+            a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor, rtol=1e-4, atol=1e-3
+        )
+        torch.testing.assert_close(a["instances"].scores, b["instances"].scores, rtol=1e-4, atol=1e-5)
 
 
 def test_tiny_model_overfits_two_images():

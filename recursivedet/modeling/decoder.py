@@ -12,7 +12,8 @@ from detectron2.structures import Boxes
 from torch import nn
 
 from .box_utils import cxcywh_to_xyxy
-from .position_encoding import box_sine_embedding
+from .position_encoding import ImageSinePE, box_sine_embedding
+from .roi_position_encoding import AnalyticRoIPositionEncoding, analytic_pooling_supported
 from .stage import DecoderStage
 
 STAGE_SHARING = ("none", "all", "all_but_first")
@@ -32,6 +33,9 @@ class RecursiveDecoder(nn.Module):
         box_delta_init: "xavier" (official) or "zero" (every stage starts as the identity; needed when
             training from scratch or on small data, where xavier-initialised shared deltas collapse boxes).
         prior_prob: focal-loss prior of the class bias (0.01).
+        analytic_roi_pe: compute the RoIAligned image PE p_f in closed form (same numbers, much cheaper;
+            no c-channel positional maps are built). False pools the maps with RoIAlign in every stage,
+            as the official code does. Ignored when the pooler has no fixed sampling grid.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class RecursiveDecoder(nn.Module):
         first_stage_dynamic_passes: int | None = None,
         box_delta_init: str = "xavier",
         prior_prob: float = 0.01,
+        analytic_roi_pe: bool = True,
     ):
         super().__init__()
         if stage_sharing not in STAGE_SHARING:
@@ -62,6 +67,11 @@ class RecursiveDecoder(nn.Module):
         self.stages = nn.ModuleList(DecoderStage(**stage) for _ in range(num_modules))
         self.dynamic_passes = dynamic_passes
         self.first_stage_dynamic_passes = first_stage_dynamic_passes
+        num_feats = self.stages[0].dim // 2
+        self.image_pe = ImageSinePE(num_feats)
+        self.analytic_pe = None
+        if analytic_roi_pe and analytic_pooling_supported(pooler):
+            self.analytic_pe = AnalyticRoIPositionEncoding(pooler, num_feats)
         self._reset_parameters(box_delta_init, prior_prob)
 
     def _reset_parameters(self, box_delta_init: str, prior_prob: float):
@@ -91,20 +101,25 @@ class RecursiveDecoder(nn.Module):
             return self.first_stage_dynamic_passes
         return self.dynamic_passes
 
-    def forward(self, features, image_pos, boxes, proposal_features, whwh, num_stages: int | None = None):
+    @property
+    def uses_image_pe(self) -> bool:
+        return any(s.dynamic_conv.box_pe for s in self.stages)
+
+    def forward(self, features, boxes, proposal_features, whwh, pe_extents=None, num_stages: int | None = None):
         """Run the stages.
 
         Args:
             features: list of FPN maps (B, c, H_l, W_l) in the pooler's level order.
-            image_pos: list of image PE maps matching ``features`` (or None without the dynamic-conv PE).
             boxes: (B, N, 4) initial normalised (cx, cy, w, h) boxes.
             proposal_features: (B, N, c) initial proposal features.
             whwh: (B, 4) image sizes (w, h, w, h) in pixels.
+            pe_extents: per level, (B, 2) height and width in cells over which each image's PE is
+                normalised (needed when a stage uses the dynamic-conv box PE).
             num_stages: run only the first stages (e.g. to study depth at inference, paper Fig. 4).
         Returns:
             list over stages of (class logits (B, N, K), boxes (B, N, 4)).
         """
-        b, n, _ = boxes.shape
+        image_pos = None  # dense positional maps, built once on first use when not analytic
         outputs = []
         for t in range(num_stages or self.num_stages):
             stage = self.stage_module(t)
@@ -113,7 +128,12 @@ class RecursiveDecoder(nn.Module):
             roi = self.pooler(features, pooler_boxes).flatten(2).transpose(1, 2)  # (B*N, S, c)
             roi_pos = None
             if stage.dynamic_conv.box_pe:
-                roi_pos = self.pooler(image_pos, pooler_boxes).flatten(2).transpose(1, 2)
+                if self.analytic_pe is not None:
+                    roi_pos = self.analytic_pe(pixel_boxes, [f.shape[-2:] for f in features], pe_extents)
+                else:
+                    if image_pos is None:
+                        image_pos = [self.image_pe(f, e) for f, e in zip(features, pe_extents, strict=True)]
+                    roi_pos = self.pooler(image_pos, pooler_boxes).flatten(2).transpose(1, 2)
             box_sine = box_sine_embedding(boxes, stage.dim // 2) if stage.uses_box_sine else None
             logits, new_boxes, proposal_features = stage(
                 proposal_features, boxes, roi, roi_pos, box_sine, passes=self.stage_passes(t)

@@ -70,13 +70,21 @@ class DynamicConv(nn.Module):
         x_scale = ref[:, 0:1] / boxes[:, 2:3]
         return torch.cat((pos[:, :half] * y_scale, pos[:, half:] * x_scale), dim=1)
 
-    def forward(self, proposal_features, roi_features, roi_pos=None, box_sine=None, boxes=None):
+    def project_roi_position(self, roi_pos) -> torch.Tensor:
+        """W p_f without the bias, (M, S, c), from the pooled image PE: a dense (M, S, c) tensor or a
+        :class:`~recursivedet.modeling.roi_position_encoding.SeparableRoIPE`. It does not change between
+        the passes of a stage, so the stage computes it once."""
+        if isinstance(roi_pos, torch.Tensor):
+            return F.linear(roi_pos, self.roi_pos_proj.weight)
+        return roi_pos.project(self.roi_pos_proj.weight)
+
+    def forward(self, proposal_features, roi_features, roi_pos_projected=None, box_sine=None, boxes=None):
         """One dynamic-conv pass.
 
         Args:
             proposal_features: (M, c), M = batch x proposals.
             roi_features: (M, S, c) RoI features, S = R * R.
-            roi_pos: (M, S, c) pooled image PE p_f (only with ``box_pe``).
+            roi_pos_projected: (M, S, c) :meth:`project_roi_position` of p_f (only with ``box_pe``).
             box_sine: (M, 2c) box sinusoid (only with ``box_pe``).
             boxes: (M, 4) normalised (cx, cy, w, h) boxes (only with ``box_pe``).
         Returns:
@@ -92,7 +100,7 @@ class DynamicConv(nn.Module):
             # With the mask m weighting both PEs, proj(m_s * p) = m_s * (W p) + b: project once per box,
             # not once per RoI element (same result as the official per-element projection).
             pos_k = F.linear(self.position_kernel(proposal_features, box_sine, boxes), self.kernel_pos_proj.weight)
-            pos_f = F.linear(roi_pos, self.roi_pos_proj.weight)  # (M, S, c)
+            pos_f = roi_pos_projected
             if self.centerness is not None:
                 mask = self.centerness(proposal_features)[..., None]  # (M or 1, S, 1)
                 pos_f = pos_f * mask

@@ -9,7 +9,6 @@ from torch import nn
 from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
 from .criterion import SetCriterion
 from .decoder import RecursiveDecoder
-from .position_encoding import ImageSinePE
 
 
 @META_ARCH_REGISTRY.register()
@@ -66,7 +65,6 @@ class RecursiveDet(nn.Module):
         self.init_proposal_boxes = nn.Embedding(num_proposals, 4)
         nn.init.constant_(self.init_proposal_boxes.weight[:, :2], 0.5)  # official: whole-image boxes
         nn.init.constant_(self.init_proposal_boxes.weight[:, 2:], 1.0)
-        self.image_pe = ImageSinePE(dim // 2)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
 
@@ -74,24 +72,21 @@ class RecursiveDet(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    @property
-    def uses_image_pe(self) -> bool:
-        return any(s.dynamic_conv.box_pe for s in self.decoder.stages)
-
     def preprocess_image(self, batched_inputs) -> ImageList:
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         return ImageList.from_tensors(
             images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
         )
 
-    def image_position_maps(self, features: list[torch.Tensor], image_sizes) -> list[torch.Tensor]:
-        """The image PE of each level, normalised over each image's own padded extent, so that batching
-        does not change an image's encoding (one image alone is the official code's setting)."""
+    def position_extents(self, image_sizes) -> list[torch.Tensor]:
+        """Per level, (B, 2) height and width in cells over which each image's PE is normalised: the
+        image's own padded size, so that batching does not change an image's encoding (one image alone is
+        the official code's setting, where the PE spans the whole padded map)."""
         sizes = torch.as_tensor([list(s) for s in image_sizes], dtype=torch.float32, device=self.device)
         divisor = self.backbone.size_divisibility
         if divisor > 1:
             sizes = torch.ceil(sizes / divisor) * divisor
-        return [self.image_pe(f, torch.ceil(sizes / s)) for f, s in zip(features, self.strides, strict=True)]
+        return [torch.ceil(sizes / s) for s in self.strides]
 
     def forward(self, batched_inputs: list[dict]):
         """detectron2 convention: training returns a loss dict, inference ``[{"instances": ...}]``."""
@@ -111,12 +106,12 @@ class RecursiveDet(nn.Module):
         """Backbone + decoder -> list over stages of (logits (B, N, K), boxes (B, N, 4) normalised)."""
         feature_maps = self.backbone(images.tensor)
         features = [feature_maps[f] for f in self.in_features]
-        image_pos = self.image_position_maps(features, images.image_sizes) if self.uses_image_pe else None
+        extents = self.position_extents(images.image_sizes) if self.decoder.uses_image_pe else None
         b = len(images)
         boxes = self.init_proposal_boxes.weight[None].expand(b, -1, -1)
         proposal_features = self.init_proposal_features.weight[None].expand(b, -1, -1)
         whwh = image_whwh(images.image_sizes, self.device)
-        return self.decoder(features, image_pos, boxes, proposal_features, whwh, num_stages)
+        return self.decoder(features, boxes, proposal_features, whwh, extents, num_stages)
 
     def prepare_targets(self, instances: list[Instances]) -> list[dict]:
         """GT boxes normalised by each image's size, as (cx, cy, w, h)."""

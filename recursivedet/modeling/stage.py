@@ -90,7 +90,8 @@ class DecoderStage(nn.Module):
             features: (B, N, c) proposal features q^t.
             boxes: (B, N, 4) normalised (cx, cy, w, h) proposal boxes b^t (detached).
             roi_features: (B * N, S, c) RoI features f^t.
-            roi_pos: (B * N, S, c) pooled image PE p_f, when the dynamic conv uses the box PE.
+            roi_pos: pooled image PE p_f, (B * N, S, c) or a ``SeparableRoIPE``, when the dynamic conv uses the
+                box PE.
             box_sine: (B, N, 2c) box sinusoid, when a box PE is on.
             passes: dynamic-conv passes (2 = RecDy: same Dyn, Out, residual and LayerNorm reused).
         Returns:
@@ -103,6 +104,7 @@ class DecoderStage(nn.Module):
         x = x.reshape(b * n, c)
         flat_boxes = boxes.reshape(b * n, 4)
         flat_sine = box_sine.reshape(b * n, -1) if box_sine is not None else None
+        roi_pos = self.dynamic_conv.project_roi_position(roi_pos) if self.dynamic_conv.box_pe else None
         for _ in range(passes):
             update = self.dynamic_conv(x, roi_features, roi_pos, flat_sine, flat_boxes)
             x = self.norm2(x + self.dropout(update))

@@ -1,0 +1,46 @@
+"""The paper's ablation factors as config overrides, for ``train_net.py --help``, the README and tests.
+
+Each entry: (factor, paper term, override(s) on the command line). Apply them to any config, e.g.
+``python train_net.py --config-file configs/recursivedet_R50_100pro_3x.py model.decoder.stage_sharing=all``.
+"""
+
+PAPER_SWITCHES = [
+    ("stage parameter sharing: none", "Sparse R-CNN (Table 4 row 1)", "model.decoder.stage_sharing=none"),
+    ("stage parameter sharing: all stages", "RecSt (Sec. 3.2, Table 4)", "model.decoder.stage_sharing=all"),
+    (
+        "stage parameter sharing: all but the first",
+        "RecSt-dagger (Sec. 3.2, Table 4)",
+        "model.decoder.stage_sharing=all_but_first",
+    ),
+    ("dynamic-conv passes per stage", "RecDy (Sec. 3.2, Table 4)", "model.decoder.dynamic_passes=2"),
+    (
+        "dynamic-conv passes of the first stage",
+        "official code: 1 in the independent first stage",
+        "model.decoder.first_stage_dynamic_passes=1",
+    ),
+    (
+        "box PE in self-attention",
+        "bb-PE (Sec. 3.3, Fig. 2b, Table 6)",
+        "model.decoder.stage.box_pe_self_attention=True",
+    ),
+    ("box PE in the dynamic conv", "bb-PE (Eq. 4-5, Fig. 2c, Table 6)", "model.decoder.stage.box_pe_dynamic_conv=True"),
+    ("centerness PE", "cb-PE (Eq. 6, Table 5, Table 6)", "model.decoder.stage.centerness=static|learnable|adjust|none"),
+    ("number of stages", "T (Sec. 3.2, Fig. 4)", "model.decoder.num_stages=6"),
+    ("number of proposals", "N (Sec. 3.1; 100 ablations, 300 Table 2)", "model.num_proposals=300"),
+    ("deep supervision", "losses on every stage (Sec. 3.2)", "model.deep_supervision=True"),
+    (
+        "box refinement",
+        "inverse-sigmoid (RecursiveDet code) or deltas (Sparse R-CNN code)",
+        "model.decoder.stage.box_refinement=sigmoid|deltas",
+    ),
+    ("box-delta init", "xavier (official) or zero (identity start)", "model.decoder.box_delta_init=zero"),
+]
+
+
+def switches_help() -> str:
+    """The switches as an aligned text block (for ``--help``)."""
+    width = max(len(f) for f, _, _ in PAPER_SWITCHES)
+    lines = ["paper switches (append as overrides):"]
+    for factor, term, override in PAPER_SWITCHES:
+        lines.append(f"  {factor:<{width}}  {override}\n  {'':<{width}}  ({term})")
+    return "\n".join(lines)
