@@ -1,0 +1,10 @@
+"""Paper Table 4, row 3: RecSt + RecDy, all stages shared, two dynamic-conv passes in every stage; no PE."""
+
+from ..recursivedet_R50_100pro_3x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.decoder.stage_sharing = "all"
+model.decoder.dynamic_passes = 2
+model.decoder.first_stage_dynamic_passes = None
+model.decoder.stage.box_pe_self_attention = False
+model.decoder.stage.box_pe_dynamic_conv = False
+model.decoder.stage.centerness = "none"

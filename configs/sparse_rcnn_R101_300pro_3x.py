@@ -1,0 +1,8 @@
+"""Sparse R-CNN, R101-FPN, 300 proposals, 3x schedule (paper Table 2: 125M, 46.4 AP)."""
+
+from .sparse_rcnn_R50_300pro_3x import dataloader, lr_multiplier, model, optimizer, train
+
+model.backbone.bottom_up.stages.depth = 101
+train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-101.pkl"
+
+__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]

@@ -1,0 +1,99 @@
+"""Parameter counts of every paper row's config against the paper and the official code."""
+
+import pytest
+from detectron2.config import LazyConfig, instantiate
+
+from recursivedet.analysis.model_cost import model_cost, stage_breakdown
+from recursivedet.analysis.paper_rows import (
+    ABLATION_ROWS,
+    CONFIG_ROOT,
+    MAIN_ROWS,
+    OFFICIAL_PARAMETERS,
+    OFFICIAL_STAGE_PARAMETERS,
+)
+
+ROWS_WITH_PARAMS = [r for r in ABLATION_ROWS + MAIN_ROWS if r.params_m is not None]
+
+
+@pytest.fixture(scope="module")
+def costs():
+    cache = {}
+
+    def get(config):
+        if config not in cache:
+            cache[config] = model_cost(CONFIG_ROOT / config, with_flops=False)
+        return cache[config]
+
+    return get
+
+
+@pytest.mark.parametrize("row", ROWS_WITH_PARAMS, ids=lambda r: f"{r.table}-{r.label}")
+def test_parameters_within_one_percent_of_the_paper(row, costs):
+    params_m = costs(row.config)["params"] / 1e6
+    assert abs(params_m - row.params_m) / row.params_m < 0.01, (row.label, params_m, row.params_m)
+
+
+@pytest.mark.parametrize("config,expected", OFFICIAL_PARAMETERS.items())
+def test_parameters_equal_the_official_code(config, expected, costs):
+    assert costs(config)["params"] == expected
+
+
+def test_stage_parameters_equal_the_official_code(costs):
+    sparse = costs("ablations/table4_sparse_rcnn.py")["stage_modules"]
+    assert [s["Total"] for s in sparse] == [OFFICIAL_STAGE_PARAMETERS["sparse_rcnn"]] * 6
+    recursive = costs("ablations/table6_recursive_bbpe_cbpe.py")["stage_modules"]
+    assert [s["Total"] for s in recursive] == [OFFICIAL_STAGE_PARAMETERS["recursivedet"]] * 2
+    assert recursive[0]["PE"] == OFFICIAL_STAGE_PARAMETERS["recursivedet_pe"]
+    # Paper Table 1, Sparse R-CNN: MSA 0.3M, Dyn 8.4M, Out 3.2M, Head 0.3M, Others 1.0M, Total 13.2M.
+    paper = {"MSA": 0.3, "Dyn": 8.4, "Out": 3.2, "Head": 0.3, "Others": 1.0, "Total": 13.2}
+    # (Others is 1.05M here: the paper rounds it down.)
+    assert all(abs(sparse[0][k] / 1e6 - v) < 0.06 for k, v in paper.items()), sparse[0]
+
+
+def test_every_table_row_has_a_config_with_its_switches():
+    switches = {
+        "ablations/table4_recst.py": ("all", 1, None, False, False, "none"),
+        "ablations/table4_recst_recdy.py": ("all", 2, None, False, False, "none"),
+        "ablations/table4_recst_dagger_recdy.py": ("all_but_first", 2, 1, False, False, "none"),
+        "ablations/table6_bbpe.py": ("none", 1, None, True, True, "none"),
+        "ablations/table6_bbpe_cbpe.py": ("none", 1, None, True, True, "static"),
+        "ablations/table6_recursive_bbpe.py": ("all_but_first", 2, 1, True, True, "none"),
+        "ablations/table6_recursive_bbpe_cbpe.py": ("all_but_first", 2, 1, True, True, "static"),
+        "ablations/table5_centerness_learnable.py": ("all_but_first", 2, 1, True, True, "learnable"),
+        "ablations/table5_centerness_adjust.py": ("all_but_first", 2, 1, True, True, "adjust"),
+        "ablations/table4_sparse_rcnn.py": ("none", 1, None, False, False, "none"),
+    }
+    assert {r.config for r in ABLATION_ROWS} == set(switches)
+    for config, expected in switches.items():
+        cfg = LazyConfig.load(str(CONFIG_ROOT / config))
+        d = cfg.model.decoder
+        got = (
+            d.stage_sharing,
+            d.dynamic_passes,
+            d.first_stage_dynamic_passes,
+            d.stage.box_pe_self_attention,
+            d.stage.box_pe_dynamic_conv,
+            d.stage.centerness,
+        )
+        assert got == expected, config
+        assert cfg.model.num_proposals == 100 and d.num_stages == 6
+
+
+def test_main_result_configs_use_300_proposals_and_the_crop():
+    for row in MAIN_ROWS:
+        cfg = LazyConfig.load(str(row.config_path))
+        assert cfg.model.num_proposals == 300
+        assert cfg.dataloader.train.mapper.augmentations.random_crop
+        assert cfg.train.max_iter == 270000
+
+
+def test_breakdown_covers_every_parameter():
+    cfg = LazyConfig.load(str(CONFIG_ROOT / "ablations/table5_centerness_adjust.py"))
+    cfg.model.backbone.bottom_up.stages.depth = 18
+    del cfg.model.backbone.bottom_up.stages.stride_in_1x1
+    cfg.model.backbone.bottom_up.stem.out_channels = 64
+    model = instantiate(cfg.model)
+    stage = model.decoder.stages[1]
+    counts = stage_breakdown(stage)
+    assert counts["Total"] == sum(p.numel() for p in stage.parameters())
+    assert counts["PE"] == OFFICIAL_STAGE_PARAMETERS["recursivedet_pe"] + 256 * 2 + 2  # + adjust's offset Linear
