@@ -1,7 +1,5 @@
 """RecursiveDet for Detectron2."""
 
-# Registers the built-in datasets (shapes_train, shapes_val); generates nothing until they are loaded.
-from recursivedet import data  # noqa: F401, E402
-
-# Registers the RecursiveDet meta-architecture and the project's backbones with detectron2.
-from recursivedet import modeling  # noqa: F401, E402
+# Importing these registers, with detectron2, the built-in datasets shapes_train and shapes_val (generated on
+# first load, not here), the RecursiveDet meta-architecture and the project's backbones.
+from recursivedet import data, modeling  # noqa: F401

@@ -1,0 +1,34 @@
+"""``import recursivedet`` registers the built-in datasets and writes nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+_SCRIPT = """
+import json
+import recursivedet
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+print(json.dumps({
+    name: [name in DatasetCatalog.list(), MetadataCatalog.get(name).json_file, MetadataCatalog.get(name).thing_classes]
+    for name in ("shapes_train", "shapes_val")
+}))
+"""
+
+
+def test_import_registers_builtin_datasets_without_writing(tmp_path):
+    cache, home = tmp_path / "cache", tmp_path / "home"
+    cache.mkdir()
+    home.mkdir()
+    env = {**os.environ, "RECURSIVEDET_DATASETS": str(cache), "HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    for name in ("shapes_train", "shapes_val"):
+        registered, json_file, classes = info[name]
+        assert registered and classes == ["rectangle", "circle", "triangle", "ellipse"]
+        assert json_file.startswith(str(cache) + os.sep) and json_file.endswith("annotations.json")
+    assert info["shapes_train"][1] != info["shapes_val"][1]
+    assert list(cache.iterdir()) == []
+    assert not (home / ".cache" / "recursivedet").exists()
