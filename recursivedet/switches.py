@@ -34,6 +34,11 @@ PAPER_SWITCHES = [
         "model.decoder.stage.box_refinement=sigmoid|deltas",
     ),
     ("box-delta init", "xavier (official) or zero (identity start)", "model.decoder.box_delta_init=zero"),
+    (
+        "initial proposal boxes",
+        "whole image (official) or a grid (Sparse R-CNN 'Grid')",
+        "model.proposal_box_init=grid",
+    ),
 ]
 
 

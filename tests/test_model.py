@@ -194,3 +194,15 @@ def test_config_errors_are_clear():
         tiny_model("recursivedet", **{"decoder.stage.box_refinement": "exp"})
     with pytest.raises(ValueError, match="decoder width"):
         tiny_model("recursivedet", **{"decoder.stage.dim": 64})
+
+
+def test_grid_proposal_boxes_tile_the_image():
+    from recursivedet.modeling.meta_arch import initial_boxes
+
+    boxes = initial_boxes("grid", 12)  # 4 columns x 3 rows
+    assert boxes.shape == (12, 4)
+    torch.testing.assert_close(boxes[:, 2:], torch.tensor([0.25, 1 / 3]).expand(12, 2))
+    assert sorted({round(x, 4) for x in boxes[:, 0].tolist()}) == [0.125, 0.375, 0.625, 0.875]
+    assert (initial_boxes("image", 3) == torch.tensor([0.5, 0.5, 1.0, 1.0])).all()
+    with pytest.raises(ValueError, match="proposal_box_init"):
+        initial_boxes("random", 3)

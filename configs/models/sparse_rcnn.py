@@ -58,4 +58,5 @@ model = L(RecursiveDet)(
     pixel_mean=[123.675, 116.280, 103.530],
     pixel_std=[58.395, 57.120, 57.375],
     input_format="RGB",
+    proposal_box_init="image",
 )

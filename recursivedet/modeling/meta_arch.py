@@ -1,6 +1,8 @@
 """The RecursiveDet meta-architecture (Sparse R-CNN host): backbone, learnable proposals, decoder,
 criterion and inference, registered in detectron2's ``META_ARCH_REGISTRY``."""
 
+import math
+
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
@@ -9,6 +11,20 @@ from torch import nn
 from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
 from .criterion import SetCriterion
 from .decoder import RecursiveDecoder
+
+
+def initial_boxes(kind: str, num: int) -> torch.Tensor:
+    """(num, 4) normalised (cx, cy, w, h) initial proposal boxes: "image" or "grid" (see RecursiveDet)."""
+    if kind == "image":
+        return torch.tensor([0.5, 0.5, 1.0, 1.0]).repeat(num, 1)
+    if kind == "grid":
+        cols = math.ceil(math.sqrt(num))
+        rows = math.ceil(num / cols)
+        index = torch.arange(num)
+        cx = (index % cols + 0.5) / cols
+        cy = (index // cols + 0.5) / rows
+        return torch.stack([cx, cy, torch.full_like(cx, 1 / cols), torch.full_like(cy, 1 / rows)], dim=1)
+    raise ValueError(f"proposal_box_init must be 'image' or 'grid', got {kind!r}")
 
 
 @META_ARCH_REGISTRY.register()
@@ -27,6 +43,9 @@ class RecursiveDet(nn.Module):
         detections_per_image: top-k over proposals x classes at inference.
         pixel_mean, pixel_std: per-channel normalisation in the input format's channel order.
         input_format: "RGB" (official recipe, torchvision ImageNet statistics) or "BGR".
+        proposal_box_init: initial learnable boxes, "image" (official: every box the whole image) or "grid"
+            (a regular grid of cells over the image, Sparse R-CNN's 'Grid' initialisation, Table 6 of
+            its paper), which gives the first stage distinct boxes to start from.
     """
 
     def __init__(
@@ -42,6 +61,7 @@ class RecursiveDet(nn.Module):
         pixel_mean: tuple[float, ...] = (123.675, 116.280, 103.530),
         pixel_std: tuple[float, ...] = (58.395, 57.120, 57.375),
         input_format: str = "RGB",
+        proposal_box_init: str = "image",
     ):
         super().__init__()
         self.backbone = backbone
@@ -63,8 +83,8 @@ class RecursiveDet(nn.Module):
         self.strides = [shapes[f].stride for f in self.in_features]
         self.init_proposal_features = nn.Embedding(num_proposals, dim)
         self.init_proposal_boxes = nn.Embedding(num_proposals, 4)
-        nn.init.constant_(self.init_proposal_boxes.weight[:, :2], 0.5)  # official: whole-image boxes
-        nn.init.constant_(self.init_proposal_boxes.weight[:, 2:], 1.0)
+        with torch.no_grad():
+            self.init_proposal_boxes.weight.copy_(initial_boxes(proposal_box_init, num_proposals))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
 
