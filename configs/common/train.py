@@ -1,0 +1,21 @@
+"""Training settings read by ``train_net.py`` (``recursivedet.engine.do_train``): the official 3x recipe
+(270k iterations at 16 images per batch), full-model gradient clipping at norm 1.0."""
+
+import torch
+
+train = dict(
+    output_dir="./output",
+    # torchvision's ImageNet ResNet-50 (RGB input), as Sparse R-CNN and RecursiveDet
+    init_checkpoint="detectron2://ImageNetPretrained/torchvision/R-50.pkl",
+    max_iter=270000,
+    amp=dict(enabled=False),  # mixed precision (CUDA only)
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    checkpointer=dict(period=5000, max_to_keep=100),  # PeriodicCheckpointer
+    eval_period=10000,  # 0: evaluate at the end only
+    log_period=20,
+    clip_grad=dict(enabled=True, max_norm=1.0, norm_type=2.0),
+    # Fixed by default: it seeds weights, data order, augmentations and per-iteration RNGs, which makes
+    # --resume continue exactly; -1 draws a random seed (a resume then changes the data order).
+    seed=42,
+    device="cuda" if torch.cuda.is_available() else "cpu",
+)

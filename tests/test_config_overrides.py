@@ -1,0 +1,83 @@
+"""Command-line overrides: unknown keys and wrong types fail with the key and suggestions."""
+
+import pytest
+from detectron2.config import LazyConfig
+from test_train_net import REPO, make_setup, train_net
+
+from recursivedet.engine import ConfigOverrideError, check_overrides, load_config
+from recursivedet.switches import PAPER_SWITCHES
+
+MODEL_CONFIG = str(REPO / "configs" / "models" / "recursivedet.py")
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    return LazyConfig.load(str(make_setup(tmp_path_factory.mktemp("overrides"))))
+
+
+@pytest.mark.parametrize(
+    "override, suggestion",
+    [
+        ("train.max_itr=5", "train.max_iter"),
+        ("model.decoder.stage_sharin=all", "model.decoder.stage_sharing"),
+        ("model.decoder.stage.box_pe_self_atention=True", "model.decoder.stage.box_pe_self_attention"),
+        ("optimizer.params.lr_factor_func.multiplyer=0.1", "optimizer.params.lr_factor_func.multiplier"),
+        ("dataloader.train.total_batchsize=8", "dataloader.train.total_batch_size"),
+        ("trian.seed=1", "train.seed"),
+    ],
+)
+def test_unknown_key_names_it_and_suggests_the_closest(cfg, override, suggestion):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigOverrideError, match=f"no key '{key}'; did you mean: .*{suggestion}"):
+        check_overrides(cfg, [override])
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.max_iter=abc", "train.max_iter expects int"),
+        ("train.max_iter=1.5", "train.max_iter expects int"),
+        ("train.amp.enabled=1", "train.amp.enabled expects bool"),
+        ("optimizer.lr=fast", "optimizer.lr expects float"),
+        ("model.decoder.stage_sharing=3", "model.decoder.stage_sharing expects str"),
+        ("lr_multiplier.steps=5", "lr_multiplier.steps expects list"),
+        ("model.decoder.stage=7", "model.decoder.stage expects dict"),
+    ],
+)
+def test_wrong_type_names_the_key_and_both_types(cfg, override, expected):
+    with pytest.raises(ConfigOverrideError, match=expected):
+        check_overrides(cfg, [override])
+
+
+def test_valid_overrides_apply(cfg, tmp_path):
+    overrides = [
+        "optimizer.lr=1",  # int for a float
+        "train.init_checkpoint=null",
+        "lr_multiplier.steps=[100,200]",
+        "dataloader.test.batch_size=2",  # a keyword of the LazyCall target not written in the config
+        "+train.note=hello",  # a new key, on purpose
+        "train.output_dir=${train.init_checkpoint}",  # interpolation
+    ]
+    config = make_setup(tmp_path)
+    result = load_config(str(config), overrides)
+    assert result.optimizer.lr == 1 and result.lr_multiplier.steps == [100, 200]
+    assert result.dataloader.test.batch_size == 2 and result.train.note == "hello"
+
+
+def test_every_documented_paper_switch_is_a_valid_override():
+    model_cfg = LazyConfig.load(MODEL_CONFIG)
+    for _, _, overrides in PAPER_SWITCHES:
+        for override in overrides.split():
+            key, values = override.split("=")
+            for value in values.split("|"):
+                check_overrides(model_cfg, [f"{key}={value}"])
+
+
+def test_command_line_stops_before_training_with_the_message(tmp_path, capsys):
+    config = make_setup(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        train_net.invoke_main(["--config-file", str(config), "train.max_itr=5"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "train.max_itr" in err and "did you mean: train.max_iter" in err
+    assert not (tmp_path / "output").exists()

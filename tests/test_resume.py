@@ -1,0 +1,115 @@
+"""--resume continues exactly: same losses and bitwise-equal weights as an uninterrupted run, also after
+SIGKILL; checkpoints are written atomically; unusable checkpoints fail with their name."""
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_train_net import REPO, loss_history, make_setup, run_cli, run_main, state_dict_of, subprocess_env
+
+from recursivedet.engine import Checkpointer, CheckpointError
+from recursivedet.engine import checkpoint as checkpoint_module
+
+# random crop and dropout: the resumed run must replay augmentations and RNG draws too
+RANDOM = ["dataloader.train.mapper.augmentations.random_crop=True", "model.decoder.stage.dropout=0.1"]
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path):
+    full = make_setup(tmp_path / "full")
+    trainer = run_main(full, *RANDOM)
+    full_losses = loss_history(trainer)
+
+    # a run "stopped" after iteration 2: its output dir holds that checkpoint only
+    config = make_setup(tmp_path / "resumed")
+    out = tmp_path / "resumed" / "output"
+    out.mkdir()
+    shutil.copy(tmp_path / "full" / "output" / "model_0000002.pth", out)
+    (out / "last_checkpoint").write_text("model_0000002.pth")
+    # a different number of data workers does not change the data
+    trainer = run_main(config, *RANDOM, "dataloader.train.num_workers=2", resume=True)
+    resumed_losses = loss_history(trainer)
+
+    assert sorted(resumed_losses) == [3, 4, 5]
+    assert resumed_losses == {i: full_losses[i] for i in (3, 4, 5)}
+    assert_same_weights(state_dict_of(out / "model_final.pth"), state_dict_of(tmp_path / "full/output/model_final.pth"))
+
+
+def _train_process(config, *opts):
+    cmd = [sys.executable, str(REPO / "train_net.py"), "--config-file", str(config), *opts]
+    return subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    opts = [*RANDOM, "train.max_iter=40", "train.checkpointer.period=4", "lr_multiplier.steps=[30]"]
+    reference = _train_process(make_setup(tmp_path / "reference"), *opts)
+    config = make_setup(tmp_path / "killed")
+    out = tmp_path / "killed" / "output"
+    victim = _train_process(config, *opts)
+    try:
+        deadline = time.time() + 180
+        while not (out / "last_checkpoint").exists():  # the first checkpoint, after iteration 3
+            assert victim.poll() is None, victim.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, "no checkpoint written"
+            time.sleep(0.01)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    finally:
+        victim.kill()
+    assert not (out / "model_final.pth").exists(), "training ended before it was killed"
+    assert reference.wait(timeout=240) == 0, reference.stderr.read().decode()[-3000:]
+
+    resumed = run_cli("--config-file", str(config), "--resume", *opts)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    started = re.search(r"Starting training from iteration (\d+)", resumed.stdout)
+    assert started and int(started.group(1)) >= 4
+    assert_same_weights(
+        state_dict_of(out / "model_final.pth"), state_dict_of(tmp_path / "reference/output/model_final.pth")
+    )
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    model = torch.nn.Linear(2, 2)
+    checkpointer = Checkpointer(model, str(tmp_path))
+    checkpointer.save("model_0000000")
+    before = (tmp_path / "model_0000000.pth").read_bytes()
+
+    def crash(data, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # e.g. killed while writing
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crash)
+    with torch.no_grad():
+        model.weight.add_(1)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save("model_0000000")
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save("model_0000001")
+    assert (tmp_path / "model_0000000.pth").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000000.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"
+
+
+def test_resume_from_a_corrupt_or_mismatched_checkpoint_names_it(tmp_path):
+    config = make_setup(tmp_path)
+    run_main(config, "train.max_iter=3")
+    out = tmp_path / "output"
+    # a checkpoint of another architecture (more proposals): not silently half-loaded
+    with pytest.raises(CheckpointError, match=f"checkpoint {out / 'model_final.pth'} does not fit.*another shape"):
+        run_main(config, "train.max_iter=3", "model.num_proposals=12", resume=True)
+    (out / "model_final.pth").write_bytes(b"\0" * 100)
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {out / 'model_final.pth'}"):
+        run_main(config, "train.max_iter=3", resume=True)
+    (out / "last_checkpoint").write_text("model_0000099.pth")
+    with pytest.raises(CheckpointError, match="model_0000099.pth .named by last_checkpoint. does not exist"):
+        run_main(config, "train.max_iter=3", resume=True)
