@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_readme_and_help_list_every_switch():
     readme = (ROOT / "README.md").read_text()
     help_text = switches_help()
-    for factor, term, override in PAPER_SWITCHES:
+    for factor, _term, override in PAPER_SWITCHES:
         key = override.split("=")[0]
         assert f"`{key}=" in readme, f"README misses {key}"
         assert key in help_text and factor in help_text
