@@ -49,3 +49,11 @@ def test_only_fixed_grid_roialign_is_supported():
     assert not analytic_pooling_supported(ROIPooler(7, (1 / 4,), 0, "ROIAlignV2"))
     with pytest.raises(ValueError, match="fixed sampling"):
         AnalyticRoIPositionEncoding(ROIPooler(7, (1 / 4,), 0, "ROIAlignV2"), 4)
+
+
+def test_float64_boxes_stay_float64():
+    pooler = ROIPooler(7, (1 / 4, 1 / 8), 2, "ROIAlignV2")
+    extents = [torch.tensor([[64.0, 64.0]]), torch.tensor([[32.0, 32.0]])]
+    pe = AnalyticRoIPositionEncoding(pooler, 6)(_boxes(1, 1, 10, 256, 256).double(), [(64, 64), (32, 32)], extents)
+    assert pe.y_sum.dtype == torch.float64
+    assert pe.project(torch.randn(5, 12, dtype=torch.float64)).dtype == torch.float64

@@ -116,15 +116,17 @@ class AnalyticRoIPositionEncoding:
             :class:`SeparableRoIPE` for the B * N boxes in image-major order.
         """
         b, n, _ = pixel_boxes.shape
-        boxes = pixel_boxes.reshape(b * n, 4).float()
+        # At least float32 (half precision is too coarse for pixel coordinates), float64 if given.
+        dtype = torch.promote_types(pixel_boxes.dtype, torch.float32)
+        boxes = pixel_boxes.reshape(b * n, 4).to(dtype)
         pooler = self.pooler
         levels = assign_boxes_to_levels(
             [Boxes(boxes)], pooler.min_level, pooler.max_level, pooler.canonical_box_size, pooler.canonical_level
         )
         image = torch.arange(b, device=boxes.device).repeat_interleave(n)
-        scales = torch.tensor([p.spatial_scale for p in pooler.level_poolers], device=boxes.device)[levels]
-        sizes = torch.tensor([list(s) for s in map_sizes], dtype=torch.float32, device=boxes.device)[levels]
-        norm_extents = torch.stack([e.float() for e in extents])[levels, image]  # (M, 2)
+        scales = torch.tensor([p.spatial_scale for p in pooler.level_poolers], dtype=dtype, device=boxes.device)[levels]
+        sizes = torch.tensor([list(s) for s in map_sizes], dtype=dtype, device=boxes.device)[levels]
+        norm_extents = torch.stack([e.to(dtype) for e in extents])[levels, image]  # (M, 2)
         first = pooler.level_poolers[0]
         offset = 0.5 if first.aligned else 0.0
         resolution = pooler.output_size[0]
