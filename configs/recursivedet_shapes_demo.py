@@ -25,23 +25,26 @@ model.decoder.stage.num_heads = 4
 model.decoder.stage.ffn_dim = 256
 model.decoder.stage.dynamic_dim = 16
 model.decoder.stage.num_classes = 4
-model.decoder.num_stages = 6
+model.decoder.num_stages = 4
 model.decoder.box_delta_init = "zero"
-model.num_proposals = 50
-model.detections_per_image = 50
+model.num_proposals = 30
+model.detections_per_image = 30
 
 dataloader.train.total_batch_size = 8
+# Decoding 8 small PNGs takes milliseconds: worker processes would only compete with the 2 compute threads.
+dataloader.train.num_workers = 0
+dataloader.test.num_workers = 0
 optimizer.lr = 1e-3
 optimizer.params.lr_factor_func.multiplier = 0.1
 
 train.init_checkpoint = ""  # the backbone loads its ImageNet weights itself
 train.device = "cpu"
-train.max_iter = 400
+train.max_iter = 450
 train.eval_period = 0
-train.checkpointer.period = 200
+train.checkpointer.period = 150
 train.log_period = 20
 train.output_dir = "./output/shapes_demo"
 lr_multiplier.warmup_iters = 20
-lr_multiplier.steps = [300, 370]
+lr_multiplier.steps = [360, 420]
 
 __all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
