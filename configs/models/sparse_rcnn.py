@@ -59,4 +59,5 @@ model = L(RecursiveDet)(
     pixel_std=[58.395, 57.120, 57.375],
     input_format="RGB",
     proposal_box_init="image",
+    rego=None,  # REGO refinement after the decoder: configs/models/recursivedet_rego.py
 )

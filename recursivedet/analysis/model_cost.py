@@ -6,7 +6,9 @@
 
 Parameters per decoder-stage module are split into paper Table 1's categories (MSA, Dyn, Out, Head,
 Others) plus the positional-encoding additions (PE). FLOPs are counted by detectron2's FlopCountAnalysis
-(fvcore; one multiply-add = one FLOP, RoIAlign not counted) for one image of the stated size.
+(fvcore; one multiply-add = one FLOP, RoIAlign not counted) for one image of the stated size. With REGO
+(``model.rego``), its parameters and FLOPs (included in the totals) are also reported on their own: the
+"rego_params" and "rego_gflops" fields and the REGO columns.
 """
 
 import argparse
@@ -63,6 +65,12 @@ def _sdpa_flop_jit(inputs, outputs):
 
 def count_flops(model, height: int, width: int) -> float:
     """GFLOPs of one forward pass on a (3, height, width) image (inference mode)."""
+    return flops_by_module(model, height, width)[""]
+
+
+def flops_by_module(model, height: int, width: int) -> dict[str, float]:
+    """GFLOPs of one forward pass on a (3, height, width) image (inference mode) spent in each submodule,
+    by qualified name ("" = the whole model, "rego" = REGO)."""
     model.eval()
     inputs = [{"image": torch.zeros(3, height, width, dtype=torch.uint8), "height": height, "width": width}]
     with torch.no_grad():
@@ -70,7 +78,9 @@ def count_flops(model, height: int, width: int) -> float:
         flops.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
         flops.unsupported_ops_warnings(False)
         flops.uncalled_modules_warnings(False)
-        return flops.total() / 1e9
+        # detectron2's FlopCountAnalysis traces the model through a wrapper that holds it as "model".
+        counts = {name.removeprefix("model."): n for name, n in flops.by_module().items() if name.startswith("model.")}
+        return {"": flops.total() / 1e9, **{name: n / 1e9 for name, n in counts.items()}}
 
 
 def model_cost(config_path, input_size=(800, 1216), with_flops: bool = True) -> dict:
@@ -83,10 +93,15 @@ def model_cost(config_path, input_size=(800, 1216), with_flops: bool = True) -> 
         "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
         "stage_modules": [stage_breakdown(s) for s in model.decoder.stages],
         "num_stages": model.decoder.num_stages,
+        "rego_params": sum(p.numel() for p in model.rego.parameters()) if model.rego is not None else 0,
     }
     if with_flops:
-        result["gflops"] = count_flops(model, *input_size)
+        flops = flops_by_module(model, *input_size)
+        result["gflops"] = flops[""]
         result["input_size"] = list(input_size)
+        if model.rego is not None:
+            # As inferred: 0 when REGO is trained but skipped at inference (REGO Table 4).
+            result["rego_gflops"] = flops.get("rego", 0.0)
     return result
 
 
@@ -96,16 +111,19 @@ def _fmt_m(n) -> str:
 
 def format_table(rows: list[tuple]) -> str:
     """rows: (paper row or None, cost dict). A fixed-width text table."""
-    head = f"{'table':8} {'row':28} {'params(M)':>9} {'paper':>6} {'GFLOPs':>7} {'paper':>6}  stage modules (M): "
+    head = f"{'table':8} {'row':28} {'params(M)':>9} {'paper':>6} {'GFLOPs':>7} {'paper':>6} "
+    head += f"{'REGO(M)':>7} {'REGO GF':>7}  stage modules (M): "
     head += " ".join(f"{c:>6}" for c in [*STAGE_CATEGORIES, "Others", "Total"])
     lines = [head, "-" * len(head)]
     for paper, cost in rows:
         stage = cost["stage_modules"][-1]
         gflops = f"{cost['gflops']:7.1f}" if "gflops" in cost else f"{'-':>7}"
+        rego_params = f"{cost['rego_params'] / 1e6:7.2f}" if cost.get("rego_params") else f"{'-':>7}"
+        rego_gflops = f"{cost['rego_gflops']:7.2f}" if "rego_gflops" in cost else f"{'-':>7}"
         lines.append(
             f"{paper.table if paper else '':8} {paper.label if paper else cost['config'][-28:]:28} "
             f"{cost['params'] / 1e6:9.2f} {paper.params_m if paper and paper.params_m else '-':>6} {gflops} "
-            f"{paper.gflops if paper and paper.gflops else '-':>6}  "
+            f"{paper.gflops if paper and paper.gflops else '-':>6} {rego_params} {rego_gflops}  "
             f"x{len(cost['stage_modules'])}: " + " ".join(f"{_fmt_m(stage[c]):>6}" for c in stage)
         )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from .decoder import STAGE_SHARING, RecursiveDecoder
 from .matcher import HungarianMatcher
 from .meta_arch import RecursiveDet
 from .position_encoding import CENTERNESS_MODES
+from .rego import RecurrentGlimpseDecoder
 from .stage import BOX_REFINEMENTS, DecoderStage
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "STAGE_SHARING",
     "DecoderStage",
     "HungarianMatcher",
+    "RecurrentGlimpseDecoder",
     "RecursiveDecoder",
     "RecursiveDet",
     "SetCriterion",

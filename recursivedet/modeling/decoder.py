@@ -105,7 +105,16 @@ class RecursiveDecoder(nn.Module):
     def uses_image_pe(self) -> bool:
         return any(s.dynamic_conv.box_pe for s in self.stages)
 
-    def forward(self, features, boxes, proposal_features, whwh, pe_extents=None, num_stages: int | None = None):
+    def forward(
+        self,
+        features,
+        boxes,
+        proposal_features,
+        whwh,
+        pe_extents=None,
+        num_stages: int | None = None,
+        return_features: bool = False,
+    ):
         """Run the stages.
 
         Args:
@@ -116,8 +125,10 @@ class RecursiveDecoder(nn.Module):
             pe_extents: per level, (B, 2) height and width in cells over which each image's PE is
                 normalised (needed when a stage uses the dynamic-conv box PE).
             num_stages: run only the first stages (e.g. to study depth at inference, paper Fig. 4).
+            return_features: also return the last stage's object features q^T (B, N, c) (REGO's H_dec(0)).
         Returns:
-            list over stages of (class logits (B, N, K), boxes (B, N, 4)).
+            list over stages of (class logits (B, N, K), boxes (B, N, 4)); with ``return_features`` the pair
+            (that list, q^T).
         """
         image_pos = None  # dense positional maps, built once on first use when not analytic
         outputs = []
@@ -140,4 +151,4 @@ class RecursiveDecoder(nn.Module):
             )
             outputs.append((logits, new_boxes))
             boxes = new_boxes.detach()
-        return outputs
+        return (outputs, proposal_features) if return_features else outputs

@@ -1,7 +1,8 @@
-"""The RecursiveDet meta-architecture (Sparse R-CNN host): backbone, learnable proposals, decoder,
-criterion and inference, registered in detectron2's ``META_ARCH_REGISTRY``."""
+"""The RecursiveDet meta-architecture (Sparse R-CNN host): backbone, learnable proposals, decoder, optional
+REGO refinement, criterion and inference, registered in detectron2's ``META_ARCH_REGISTRY``."""
 
 import math
+from collections.abc import Mapping
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postprocess
@@ -11,6 +12,7 @@ from torch import nn
 from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
 from .criterion import SetCriterion
 from .decoder import RecursiveDecoder
+from .rego import build_rego
 
 
 def initial_boxes(kind: str, num: int) -> torch.Tensor:
@@ -46,6 +48,10 @@ class RecursiveDet(nn.Module):
         proposal_box_init: initial learnable boxes, "image" (official: every box the whole image) or "grid"
             (a regular grid of cells over the image, Sparse R-CNN's 'Grid' initialisation, Table 6 of
             its paper), which gives the first stage distinct boxes to start from.
+        rego: None (no REGO) or the keyword arguments of REGO's
+            :class:`~recursivedet.modeling.rego.RecurrentGlimpseDecoder` (num_stages, glimpse_scale, alphas,
+            aux_losses, at_inference, ...), run after the decoder on its last boxes and object features;
+            sizes not given follow the decoder.
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class RecursiveDet(nn.Module):
         pixel_std: tuple[float, ...] = (58.395, 57.120, 57.375),
         input_format: str = "RGB",
         proposal_box_init: str = "image",
+        rego: Mapping | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -87,6 +94,7 @@ class RecursiveDet(nn.Module):
             self.init_proposal_boxes.weight.copy_(initial_boxes(proposal_box_init, num_proposals))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+        self.rego = None if rego is None else build_rego(decoder, rego)
 
     @property
     def device(self) -> torch.device:
@@ -111,11 +119,11 @@ class RecursiveDet(nn.Module):
     def forward(self, batched_inputs: list[dict]):
         """detectron2 convention: training returns a loss dict, inference ``[{"instances": ...}]``."""
         images = self.preprocess_image(batched_inputs)
-        outputs = self.run_decoder(images)
+        outputs, rego_outputs = self.run_detector(images)
         if self.training:
             targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs])
-            return self.losses(outputs, targets)
-        logits, boxes = outputs[-1]
+            return self.losses(outputs, targets, rego_outputs)
+        logits, boxes = rego_outputs[-1][-1] if rego_outputs else outputs[-1]
         results = self.inference(logits, boxes, images.image_sizes)
         return [
             {"instances": detector_postprocess(r, x.get("height", s[0]), x.get("width", s[1]))}
@@ -124,6 +132,22 @@ class RecursiveDet(nn.Module):
 
     def run_decoder(self, images: ImageList, num_stages: int | None = None):
         """Backbone + decoder -> list over stages of (logits (B, N, K), boxes (B, N, 4) normalised)."""
+        return self.run_detector(images, num_stages, with_rego=False)[0]
+
+    def run_detector(self, images: ImageList, num_stages: int | None = None, with_rego: bool | None = None):
+        """Backbone, decoder and REGO.
+
+        Args:
+            num_stages: run only the first decoder stages.
+            with_rego: run REGO; None = when configured, in training always and at inference unless
+                ``rego.at_inference`` is off (REGO Appendix A.2, Table 4).
+        Returns:
+            the decoder's list over stages of (logits (B, N, K), boxes (B, N, 4) normalised), and REGO's list
+            over its stages of lists over its decoder layers of (logits, boxes); the latter empty when REGO
+            does not run.
+        """
+        if with_rego is None:
+            with_rego = self.rego is not None and (self.training or self.rego.at_inference)
         feature_maps = self.backbone(images.tensor)
         features = [feature_maps[f] for f in self.in_features]
         extents = self.position_extents(images.image_sizes) if self.decoder.uses_image_pe else None
@@ -131,7 +155,13 @@ class RecursiveDet(nn.Module):
         boxes = self.init_proposal_boxes.weight[None].expand(b, -1, -1)
         proposal_features = self.init_proposal_features.weight[None].expand(b, -1, -1)
         whwh = image_whwh(images.image_sizes, self.device)
-        return self.decoder(features, boxes, proposal_features, whwh, extents, num_stages)
+        if not with_rego:
+            return self.decoder(features, boxes, proposal_features, whwh, extents, num_stages), []
+        outputs, states = self.decoder(
+            features, boxes, proposal_features, whwh, extents, num_stages, return_features=True
+        )
+        # REGO Sec. 4.1: its first stage starts from the decoder's last boxes O_box(0) and states H_dec(0).
+        return outputs, self.rego(features, self.decoder.pooler, outputs[-1][1], states, whwh)
 
     def prepare_targets(self, instances: list[Instances]) -> list[dict]:
         """GT boxes normalised by each image's size, as (cx, cy, w, h)."""
@@ -141,15 +171,24 @@ class RecursiveDet(nn.Module):
             targets.append({"labels": inst.gt_classes, "boxes": xyxy_to_cxcywh(inst.gt_boxes.tensor / whwh)})
         return targets
 
-    def losses(self, outputs, targets) -> dict[str, torch.Tensor]:
+    def losses(self, outputs, targets, rego_outputs=()) -> dict[str, torch.Tensor]:
         """Losses of the last stage ("loss_cls", ...) and, with deep supervision, of every earlier stage
-        t ("loss_cls_{t}", t = 0..T-2): the set of keys follows the number of stages."""
+        t ("loss_cls_{t}", t = 0..T-2): the set of keys follows the number of stages.
+
+        Each REGO stage k is matched and supervised on its own with the same weights (as in the official REGO
+        code): "loss_cls_rego{k}", ... on its output and, with ``rego.aux_losses``, "loss_cls_rego{k}_{l}" on
+        its earlier decoder layers l (REGO Sec. 4.3).
+        """
         num_boxes = self.criterion.num_boxes(targets, self.device)
         supervised = range(len(outputs)) if self.deep_supervision else [len(outputs) - 1]
+        predictions = {("" if t == len(outputs) - 1 else f"_{t}"): outputs[t] for t in supervised}
+        for k, layers in enumerate(rego_outputs):
+            last = len(layers) - 1
+            for layer in range(last + 1) if self.rego.aux_losses else [last]:
+                predictions[f"_rego{k}" if layer == last else f"_rego{k}_{layer}"] = layers[layer]
         losses = {}
-        for t in supervised:
-            suffix = "" if t == len(outputs) - 1 else f"_{t}"
-            stage_losses = self.criterion(*outputs[t], targets, num_boxes)
+        for suffix, prediction in predictions.items():
+            stage_losses = self.criterion(*prediction, targets, num_boxes)
             losses.update({k + suffix: v for k, v in stage_losses.items()})
         return losses
 
