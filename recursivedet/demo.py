@@ -26,6 +26,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m recursivedet.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="output/shapes_demo", help="output folder (output/shapes_demo)")
     parser.add_argument("--num-drawings", type=int, default=6, help="validation images to draw (6)")
+    # Sigmoid focal scores of correct detections of this small model sit around 0.3-0.5.
+    parser.add_argument("--vis-threshold", type=float, default=0.3, help="draw detections from this score (0.3)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -51,7 +53,7 @@ def main(argv=None) -> dict:
     weights = output / "model_final.pth"
     export_main(
         ["--config-file", str(DEMO_CONFIG), "--weights", str(weights), "--images", str(images)]
-        + ["--output", str(drawings), "--visualize", *args.opts]
+        + ["--output", str(drawings), "--visualize", "--vis-threshold", str(args.vis_threshold), *args.opts]
     )
     total = time.perf_counter() - start
     print()
