@@ -1,6 +1,6 @@
 # The two entry points promised by the README. Both set up the environment first (idempotent, seconds
 # when nothing changed).
-PY ?= $(or $(RECURSIVEDET_PYTHON),.venv/bin/python)
+PY ?= $(or $(RECURSIVEDET_PYTHON),$(or $(RECURSIVEDET_VENV),.venv)/bin/python)
 
 .PHONY: setup demo test lint
 
