@@ -1,0 +1,202 @@
+"""Latency, throughput and memory of a config's model: a benchmark command, not a test.
+
+    python -m recursivedet.analysis.benchmark --config-file configs/recursivedet_R50_100pro_3x.py
+    python -m recursivedet.analysis.benchmark --config-file CONFIG --proposals 100 300 500 --sizes 512x512 800x1216
+    python -m recursivedet.analysis.benchmark --config-file CONFIG --device cuda --json bench.json [key=value ...]
+
+Prints a table and optionally writes JSON: parameters, GFLOPs (fvcore multiply-adds), the median latency
+(after warm-up runs) of the whole model, the backbone and the decoder head on one image, one training step
+(forward, backward, AdamW step) on a batch of images with random boxes, the process's peak memory, and the
+head's achieved GFLOP/s next to a large fp32 matrix product measured in the same run. ``--proposals`` and
+``--sizes`` sweep the whole-model latency. On CUDA every timing is synchronised. Compare figures only within
+one run: absolute times vary between machines and with other load.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from detectron2.structures import Boxes, Instances
+
+from recursivedet.analysis.model_cost import flops_by_module
+from recursivedet.engine import build_model, load_config
+from recursivedet.modeling.box_utils import image_whwh
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn, device, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(device, size: int = 2048, repeats: int = 5) -> float:
+    """Multiply-adds per second of a large fp32 matrix product (the machine's practical peak)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    return size**3 / median_seconds(lambda: a @ b, device, repeats) / 1e9
+
+
+def _image(h: int, w: int, device, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8).to(device),
+        "height": h,
+        "width": w,
+    }
+
+
+def _training_input(h: int, w: int, num_boxes: int, num_classes: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w, h]) * 0.7
+    wh = (torch.rand(num_boxes, 2, generator=g) * 0.25 + 0.05) * torch.tensor([w, h])
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+    inst.gt_classes = torch.randint(0, num_classes, (num_boxes,), generator=g)
+    return {**_image(h, w, "cpu", seed), "instances": inst}
+
+
+def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep, sizes_sweep) -> dict:
+    device = torch.device(cfg.train.device)
+    model = build_model(cfg).eval()
+    h, w = image_size
+    result = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "image_size": [h, w],
+        "params": sum(p.numel() for p in model.parameters()),
+        "num_proposals": model.num_proposals,
+    }
+    flops = flops_by_module(model, h, w)
+    result["gflops"] = flops[""]
+    result["head_gflops"] = flops.get("decoder", 0.0) + flops.get("rego", 0.0)
+
+    inputs = [_image(h, w, device)]
+    with torch.no_grad():
+        images = model.preprocess_image(inputs)
+        result["model_s"] = median_seconds(lambda: model(inputs), device, repeats)
+        result["backbone_s"] = median_seconds(lambda: model.backbone(images.tensor), device, repeats)
+        feature_maps = model.backbone(images.tensor)
+        features = [feature_maps[f] for f in model.in_features]
+        extents = model.position_extents(images.image_sizes) if model.decoder.uses_image_pe else None
+        boxes = model.init_proposal_boxes.weight[None]
+        queries = model.init_proposal_features.weight[None]
+        whwh = image_whwh(images.image_sizes, device)
+        result["head_s"] = median_seconds(
+            lambda: model.decoder(features, boxes, queries, whwh, extents), device, repeats
+        )
+    result["head_gflop_per_s"] = result["head_gflops"] / result["head_s"]
+    result["matmul_peak_gflop_per_s"] = matmul_peak_gflops(device)
+    result["head_fraction_of_peak"] = result["head_gflop_per_s"] / result["matmul_peak_gflop_per_s"]
+
+    model.train()
+    num_classes = model.decoder.stages[0].class_logits.out_features
+    batch = [_training_input(*train_size, 5, num_classes, seed=i) for i in range(train_batch)]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        losses = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result["train_step_s"] = median_seconds(step, device, max(1, repeats // 2), warmup=1)
+    result["train_batch"] = [train_batch, *train_size]
+    if device.type == "cuda":
+        result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # the process's peak resident memory (KiB on Linux)
+        result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    model.eval()
+    sweep = []
+    for n in proposals_sweep:
+        cfg.model.num_proposals = n
+        swept = build_model(cfg).eval()
+        for sh, sw in sizes_sweep:
+            image = [_image(sh, sw, device)]
+            with torch.no_grad():
+                seconds = median_seconds(lambda swept=swept, image=image: swept(image), device, repeats)
+            sweep.append({"proposals": n, "size": [sh, sw], "model_s": seconds})
+    result["sweep"] = sweep
+    return result
+
+
+def format_result(r: dict) -> str:
+    lines = [
+        f"device {r['device']}, {r['threads']} threads, image 3x{r['image_size'][0]}x{r['image_size'][1]}, "
+        f"{r['num_proposals']} proposals",
+        f"parameters            {r['params']:,}",
+        f"GFLOPs                {r['gflops']:.1f} (head {r['head_gflops']:.1f})",
+        f"whole model           {r['model_s'] * 1e3:.1f} ms",
+        f"backbone              {r['backbone_s'] * 1e3:.1f} ms",
+        f"decoder head          {r['head_s'] * 1e3:.1f} ms",
+        f"head GFLOP/s          {r['head_gflop_per_s']:.1f} = {100 * r['head_fraction_of_peak']:.0f}% of a large "
+        f"matmul's {r['matmul_peak_gflop_per_s']:.1f}",
+        f"training step         {r['train_step_s'] * 1e3:.1f} ms "
+        f"(batch {r['train_batch'][0]} x {r['train_batch'][1]}x{r['train_batch'][2]}, 5 boxes each)",
+        f"peak memory           {r['peak_memory_mb']:.0f} MB",
+    ]
+    if r["sweep"]:
+        lines.append("whole model by proposals and image size (ms):")
+        lines += [
+            f"  {s['proposals']:4d} proposals  {s['size'][0]}x{s['size'][1]}  {s['model_s'] * 1e3:.1f}"
+            for s in r["sweep"]
+        ]
+    return "\n".join(lines)
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--image-size", type=_size, default=(800, 1216), metavar="HxW")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the config's train.device)")
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--train-size", type=_size, default=(512, 512), metavar="HxW")
+    parser.add_argument("--proposals", type=int, nargs="*", default=[], help="sweep: numbers of proposals")
+    parser.add_argument("--sizes", type=_size, nargs="*", default=[], metavar="HxW", help="sweep: image sizes")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = list(args.opts) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = load_config(args.config_file, overrides)
+    cfg.train.init_checkpoint = ""  # random weights: timing does not depend on them
+    sizes = args.sizes or ([args.image_size] if args.proposals else [])
+    result = benchmark(cfg, args.image_size, args.repeats, args.train_batch, args.train_size, args.proposals, sizes)
+    result["config"] = args.config_file
+    print(format_result(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
