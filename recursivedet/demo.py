@@ -36,8 +36,15 @@ def main(argv=None) -> dict:
     except ConfigOverrideError as e:
         parser.error(str(e))
     output = Path(args.output)
-    if output.exists():  # a fresh run: the demo measures training from scratch, never resumes
+    # A fresh run each time (the demo measures training from scratch), but only ever deleting a folder that an
+    # earlier demo made: anything else at that path is left alone.
+    marker = output / ".recursivedet-demo"
+    if output.exists() and any(output.iterdir()):
+        if not marker.exists():
+            parser.error(f"--output {output} exists and was not made by the demo; choose another folder")
         shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     default_setup(cfg, argparse.Namespace(config_file=str(DEMO_CONFIG), opts=args.opts, eval_only=False))
 
     trainer = do_train(cfg)  # evaluates on shapes_val at the end

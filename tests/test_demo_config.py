@@ -24,3 +24,16 @@ def test_demo_model_is_the_full_paper_model_at_cpu_size():
     trainable = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
     assert any(n.startswith("bottom_up.features.18") for n in trainable)
     assert not any(n.startswith("bottom_up.features.0.") for n in trainable)
+
+
+def test_demo_refuses_to_delete_a_folder_it_did_not_make(tmp_path):
+    import pytest
+
+    from recursivedet.demo import main
+
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "important.txt").write_text("data")
+    with pytest.raises(SystemExit):
+        main(["--output", str(keep)])
+    assert (keep / "important.txt").read_text() == "data"
