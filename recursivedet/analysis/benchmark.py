@@ -24,7 +24,6 @@ from detectron2.structures import Boxes, Instances
 
 from recursivedet.analysis.model_cost import flops_by_module
 from recursivedet.engine import build_model, load_config
-from recursivedet.modeling.box_utils import image_whwh
 
 
 def _sync(device: torch.device) -> None:
@@ -92,15 +91,8 @@ def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep
         images = model.preprocess_image(inputs)
         result["model_s"] = median_seconds(lambda: model(inputs), device, repeats)
         result["backbone_s"] = median_seconds(lambda: model.backbone(images.tensor), device, repeats)
-        feature_maps = model.backbone(images.tensor)
-        features = [feature_maps[f] for f in model.in_features]
-        extents = model.position_extents(images.image_sizes) if model.decoder.uses_image_pe else None
-        boxes = model.init_proposal_boxes.weight[None]
-        queries = model.init_proposal_features.weight[None]
-        whwh = image_whwh(images.image_sizes, device)
-        result["head_s"] = median_seconds(
-            lambda: model.decoder(features, boxes, queries, whwh, extents), device, repeats
-        )
+        head_inputs = model.decoder_inputs(images, model.backbone(images.tensor))
+        result["head_s"] = median_seconds(lambda: model.decoder(*head_inputs), device, repeats)
     result["head_gflop_per_s"] = result["head_gflops"] / result["head_s"]
     result["matmul_peak_gflop_per_s"] = matmul_peak_gflops(device)
     result["head_fraction_of_peak"] = result["head_gflop_per_s"] / result["matmul_peak_gflop_per_s"]

@@ -63,11 +63,6 @@ def _sdpa_flop_jit(inputs, outputs):
     return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
 
 
-def count_flops(model, height: int, width: int) -> float:
-    """GFLOPs of one forward pass on a (3, height, width) image (inference mode)."""
-    return flops_by_module(model, height, width)[""]
-
-
 def flops_by_module(model, height: int, width: int) -> dict[str, float]:
     """GFLOPs of one forward pass on a (3, height, width) image (inference mode) spent in each submodule,
     by qualified name ("" = the whole model, "rego" = REGO)."""

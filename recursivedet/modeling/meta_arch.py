@@ -148,13 +148,7 @@ class RecursiveDet(nn.Module):
         """
         if with_rego is None:
             with_rego = self.rego is not None and (self.training or self.rego.at_inference)
-        feature_maps = self.backbone(images.tensor)
-        features = [feature_maps[f] for f in self.in_features]
-        extents = self.position_extents(images.image_sizes) if self.decoder.uses_image_pe else None
-        b = len(images)
-        boxes = self.init_proposal_boxes.weight[None].expand(b, -1, -1)
-        proposal_features = self.init_proposal_features.weight[None].expand(b, -1, -1)
-        whwh = image_whwh(images.image_sizes, self.device)
+        features, boxes, proposal_features, whwh, extents = self.decoder_inputs(images, self.backbone(images.tensor))
         if not with_rego:
             return self.decoder(features, boxes, proposal_features, whwh, extents, num_stages), []
         outputs, states = self.decoder(
@@ -162,6 +156,16 @@ class RecursiveDet(nn.Module):
         )
         # REGO Sec. 4.1: its first stage starts from the decoder's last boxes O_box(0) and states H_dec(0).
         return outputs, self.rego(features, self.decoder.pooler, outputs[-1][1], states, whwh)
+
+    def decoder_inputs(self, images: ImageList, feature_maps: dict[str, torch.Tensor]):
+        """The decoder's positional arguments: FPN maps in pooler order, initial boxes (B, N, 4) and proposal
+        features (B, N, c), image sizes whwh (B, 4) and the PE extents (or None)."""
+        features = [feature_maps[f] for f in self.in_features]
+        extents = self.position_extents(images.image_sizes) if self.decoder.uses_image_pe else None
+        b = len(images)
+        boxes = self.init_proposal_boxes.weight[None].expand(b, -1, -1)
+        proposal_features = self.init_proposal_features.weight[None].expand(b, -1, -1)
+        return features, boxes, proposal_features, image_whwh(images.image_sizes, self.device), extents
 
     def prepare_targets(self, instances: list[Instances]) -> list[dict]:
         """GT boxes normalised by each image's size, as (cx, cy, w, h)."""
