@@ -44,6 +44,7 @@ def tiny_config(name: str = "recursivedet", dim: int = 32, num_classes: int = 3,
 
 
 def tiny_model(name: str = "recursivedet", seed: int = 0, **overrides):
+    torch.manual_seed(seed)  # the backbone is built with the config
     cfg = tiny_config(name)
     for key, value in overrides.items():
         node = cfg.model

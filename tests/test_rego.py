@@ -87,13 +87,13 @@ def test_stages_pool_glimpses_of_the_previous_boxes_enlarged_by_their_alpha():
     assert model.rego.num_stages == len(model.rego.stages) == 2 and model.rego.alphas == [3.0, 1.5]
     pooled = []
 
-    def pooler(features, boxes):
-        pooled.append(torch.stack([b.tensor for b in boxes]))
-        return model.decoder.pooler(features, boxes)
+    def pool(features, pixel_boxes):
+        pooled.append(pixel_boxes)
+        return model.decoder.pool(features, pixel_boxes)
 
     with torch.no_grad():
         features, boxes, states, whwh = rego_inputs(model)
-        outputs = model.rego(features, pooler, boxes, states, whwh)
+        outputs = model.rego(features, pool, boxes, states, whwh)
     assert len(outputs) == 2 and all(len(layers) == 2 for layers in outputs)  # 2 decoder layers per stage
     previous = [boxes, outputs[0][-1][1]]
     for alpha, seen, prev in zip(model.rego.alphas, pooled, previous, strict=True):
@@ -123,7 +123,7 @@ def test_no_gradient_reaches_the_previous_boxes():
     features, boxes, states, whwh = rego_inputs(model)
     boxes = boxes.detach().requires_grad_()
     states = states.detach().requires_grad_()
-    outputs = model.rego(features, model.decoder.pooler, boxes, states, whwh)
+    outputs = model.rego(features, model.decoder.pool, boxes, states, whwh)
     sum(b.sum() + logits.sum() for layers in outputs for logits, b in layers).backward()
     assert boxes.grad is None  # Appendix A.1
     assert states.grad.abs().sum() > 0  # the decoder states learn through REGO's keys and values
@@ -131,7 +131,7 @@ def test_no_gradient_reaches_the_previous_boxes():
     # Between REGO stages: the last stage's boxes send nothing into the box branches of the earlier ones.
     model.zero_grad()
     features, boxes, states, whwh = rego_inputs(model)
-    outputs = model.rego(features, model.decoder.pooler, boxes, states, whwh)
+    outputs = model.rego(features, model.decoder.pool, boxes, states, whwh)
     outputs[-1][-1][1].sum().backward()
     for stage in model.rego.stages[:-1]:
         assert all(p.grad is None or p.grad.abs().sum() == 0 for p in stage.box_delta.parameters())

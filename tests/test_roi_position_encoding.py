@@ -6,7 +6,8 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
 
 from recursivedet.modeling.position_encoding import ImageSinePE
-from recursivedet.modeling.roi_position_encoding import AnalyticRoIPositionEncoding, analytic_pooling_supported
+from recursivedet.modeling.roi_align import fixed_grid_roi_align
+from recursivedet.modeling.roi_position_encoding import AnalyticRoIPositionEncoding
 
 
 def _boxes(seed, b, n, h, w):
@@ -45,8 +46,8 @@ def test_separable_projection_equals_dense_projection():
 
 
 def test_only_fixed_grid_roialign_is_supported():
-    assert analytic_pooling_supported(ROIPooler(7, (1 / 4,), 2, "ROIAlignV2"))
-    assert not analytic_pooling_supported(ROIPooler(7, (1 / 4,), 0, "ROIAlignV2"))
+    assert fixed_grid_roi_align(ROIPooler(7, (1 / 4,), 2, "ROIAlignV2"))
+    assert not fixed_grid_roi_align(ROIPooler(7, (1 / 4,), 0, "ROIAlignV2"))
     with pytest.raises(ValueError, match="fixed sampling"):
         AnalyticRoIPositionEncoding(ROIPooler(7, (1 / 4,), 0, "ROIAlignV2"), 4)
 

@@ -296,7 +296,7 @@ def project_timing_parts(model, image: torch.Tensor) -> dict:
     inputs = [{"image": image, "height": image.shape[-2], "width": image.shape[-1]}]
     with torch.no_grad():
         batch = model.preprocess_image(inputs)
-        maps = model.backbone(batch.tensor)
+        maps = model.run_backbone(batch)
 
     def head():
         with mock.patch.object(model.backbone, "forward", lambda x: maps):

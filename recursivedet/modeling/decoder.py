@@ -8,12 +8,12 @@
 """
 
 import torch
-from detectron2.structures import Boxes
 from torch import nn
 
 from .box_utils import cxcywh_to_xyxy
 from .position_encoding import ImageSinePE, box_sine_embedding
-from .roi_position_encoding import AnalyticRoIPositionEncoding, analytic_pooling_supported
+from .roi_align import fixed_grid_roi_align, pool_roi_features
+from .roi_position_encoding import AnalyticRoIPositionEncoding
 from .stage import DecoderStage
 
 STAGE_SHARING = ("none", "all", "all_but_first")
@@ -36,6 +36,10 @@ class RecursiveDecoder(nn.Module):
         analytic_roi_pe: compute the RoIAligned image PE p_f in closed form (same numbers, much cheaper;
             no c-channel positional maps are built). False pools the maps with RoIAlign in every stage,
             as the official code does. Ignored when the pooler has no fixed sampling grid.
+        gather_roi_align: pool RoI features by row gathers from channels-last maps
+            (:mod:`~recursivedet.modeling.roi_align`: same numbers, much faster); False runs the pooler itself
+            (torchvision's roi_align), as the official code does. Ignored when the pooler has no fixed
+            sampling grid.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class RecursiveDecoder(nn.Module):
         box_delta_init: str = "xavier",
         prior_prob: float = 0.01,
         analytic_roi_pe: bool = True,
+        gather_roi_align: bool = True,
     ):
         super().__init__()
         if stage_sharing not in STAGE_SHARING:
@@ -70,7 +75,8 @@ class RecursiveDecoder(nn.Module):
         num_feats = self.stages[0].dim // 2
         self.image_pe = ImageSinePE(num_feats)
         self.analytic_pe = None
-        if analytic_roi_pe and analytic_pooling_supported(pooler):
+        self.gather_roi_align = gather_roi_align
+        if analytic_roi_pe and fixed_grid_roi_align(pooler):
             self.analytic_pe = AnalyticRoIPositionEncoding(pooler, num_feats)
         self._reset_parameters(box_delta_init, prior_prob)
 
@@ -101,6 +107,10 @@ class RecursiveDecoder(nn.Module):
             return self.first_stage_dynamic_passes
         return self.dynamic_passes
 
+    def pool(self, features, pixel_boxes: torch.Tensor) -> torch.Tensor:
+        """(B * N, S, c) RoI features of (B, N, 4) pixel boxes on the FPN maps (see ``gather_roi_align``)."""
+        return pool_roi_features(self.pooler, features, pixel_boxes, self.gather_roi_align)
+
     @property
     def uses_image_pe(self) -> bool:
         return any(s.dynamic_conv.box_pe for s in self.stages)
@@ -118,7 +128,8 @@ class RecursiveDecoder(nn.Module):
         """Run the stages.
 
         Args:
-            features: list of FPN maps (B, c, H_l, W_l) in the pooler's level order.
+            features: list of FPN maps (B, c, H_l, W_l) in the pooler's level order (channels-last memory format
+                for the gathered RoIAlign, which would otherwise copy them in every stage).
             boxes: (B, N, 4) initial normalised (cx, cy, w, h) boxes.
             proposal_features: (B, N, c) initial proposal features.
             whwh: (B, 4) image sizes (w, h, w, h) in pixels.
@@ -135,8 +146,7 @@ class RecursiveDecoder(nn.Module):
         for t in range(num_stages or self.num_stages):
             stage = self.stage_module(t)
             pixel_boxes = cxcywh_to_xyxy(boxes) * whwh[:, None, :]
-            pooler_boxes = [Boxes(x) for x in pixel_boxes]
-            roi = self.pooler(features, pooler_boxes).flatten(2).transpose(1, 2)  # (B*N, S, c)
+            roi = self.pool(features, pixel_boxes)
             roi_pos = None
             if stage.dynamic_conv.box_pe:
                 if self.analytic_pe is not None:
@@ -144,7 +154,7 @@ class RecursiveDecoder(nn.Module):
                 else:
                     if image_pos is None:
                         image_pos = [self.image_pe(f, e) for f, e in zip(features, pe_extents, strict=True)]
-                    roi_pos = self.pooler(image_pos, pooler_boxes).flatten(2).transpose(1, 2)
+                    roi_pos = pool_roi_features(self.pooler, image_pos, pixel_boxes, gather=False)
             box_sine = box_sine_embedding(boxes, stage.dim // 2) if stage.uses_box_sine else None
             logits, new_boxes, proposal_features = stage(
                 proposal_features, boxes, roi, roi_pos, box_sine, passes=self.stage_passes(t)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .linear import Linear, linear
 from .mlp import MLP
 from .position_encoding import CenternessMask
 
@@ -39,18 +40,18 @@ class DynamicConv(nn.Module):
         self.dynamic_dim = dynamic_dim
         self.num_params = dim * dynamic_dim
         # Eq. 2: one FC layer c -> 2 * c * d gives the kernels k (c x d) and v (d x c).
-        self.dynamic_layer = nn.Linear(dim, 2 * self.num_params)
+        self.dynamic_layer = Linear(dim, 2 * self.num_params)
         self.norm1 = nn.LayerNorm(dynamic_dim)
         self.norm2 = nn.LayerNorm(dim)
         # Eq. 3: Out, FC 7 x 7 x c -> c.
-        self.out_layer = nn.Linear(dim * pooler_resolution**2, dim)
+        self.out_layer = Linear(dim * pooler_resolution**2, dim)
         self.norm3 = nn.LayerNorm(dim)
         self.box_pe = box_pe
         if box_pe:
             self.center_scale = MLP(dim, dim, dim, 2)  # MLP_c of Eq. 4
             self.size_ref = MLP(dim, dim, 2, 2)  # MLP_s of Eq. 4: (w_ref, h_ref) through a sigmoid
-            self.roi_pos_proj = nn.Linear(dim, dim)  # projects p_f per RoI element
-            self.kernel_pos_proj = nn.Linear(dim, dim)  # projects p_k per RoI element
+            self.roi_pos_proj = Linear(dim, dim)  # projects p_f per RoI element
+            self.kernel_pos_proj = Linear(dim, dim)  # projects p_k per RoI element
         self.centerness = centerness
 
     def position_kernel(self, proposal_features, box_sine, boxes):
@@ -75,7 +76,7 @@ class DynamicConv(nn.Module):
         :class:`~recursivedet.modeling.roi_position_encoding.SeparableRoIPE`. It does not change between
         the passes of a stage, so the stage computes it once."""
         if isinstance(roi_pos, torch.Tensor):
-            return F.linear(roi_pos, self.roi_pos_proj.weight)
+            return linear(roi_pos, self.roi_pos_proj.weight)
         return roi_pos.project(self.roi_pos_proj.weight)
 
     def forward(self, proposal_features, roi_features, roi_pos_projected=None, box_sine=None, boxes=None):
@@ -99,7 +100,7 @@ class DynamicConv(nn.Module):
             # Concatenating p_f to f and p_k to k (Sec. 3.3) adds p_f . p_k to every hidden channel.
             # With the mask m weighting both PEs, proj(m_s * p) = m_s * (W p) + b: project once per box,
             # not once per RoI element (same result as the official per-element projection).
-            pos_k = F.linear(self.position_kernel(proposal_features, box_sine, boxes), self.kernel_pos_proj.weight)
+            pos_k = linear(self.position_kernel(proposal_features, box_sine, boxes), self.kernel_pos_proj.weight)
             pos_f = roi_pos_projected
             if self.centerness is not None:
                 mask = self.centerness(proposal_features)[..., None]  # (M or 1, S, 1)

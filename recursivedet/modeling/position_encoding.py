@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from .linear import Linear
+
 CENTERNESS_MODES = ("none", "static", "learnable", "adjust")
 
 
@@ -130,7 +132,7 @@ class CenternessMask(nn.Module):
         else:
             self.register_buffer("mask", mask, persistent=False)
         if mode == "adjust":
-            self.center_offset = nn.Linear(dim, 2)
+            self.center_offset = Linear(dim, 2)
         self.reset_parameters()
 
     def reset_parameters(self):

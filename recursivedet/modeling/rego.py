@@ -33,10 +33,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from detectron2.structures import Boxes
 from torch import nn
 
 from .box_utils import cxcywh_to_xyxy, inverse_sigmoid
+from .linear import Linear
 from .mlp import MLP
 
 
@@ -72,7 +72,7 @@ class GlimpseEncoder(nn.Module):
             raise ValueError(f"REGO glimpse_groups {groups} must divide the width {dim}")
         self.conv = nn.Conv2d(dim, dim, kernel_size=resolution, groups=groups)
         self.norm1 = nn.LayerNorm(dim)
-        self.linear = nn.Linear(dim, dim)
+        self.linear = Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
 
     def forward(self, glimpses: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ class GlimpseStage(nn.Module):
     ):
         super().__init__()
         self.glimpse = GlimpseEncoder(dim, resolution, groups)
-        self.state_proj = nn.Sequential(nn.Linear(state_dim, dim, bias=False), nn.LayerNorm(dim))
+        self.state_proj = nn.Sequential(Linear(state_dim, dim, bias=False), nn.LayerNorm(dim))
         # Sequence-first on purpose: with batch_first, PyTorch's attention takes a fused inference fast path
         # in eval mode, which FLOP counters do not see.
         self.layers = nn.ModuleList(
@@ -113,9 +113,9 @@ class GlimpseStage(nn.Module):
         )
         self.output_norm = nn.LayerNorm(dim)
         self.fusers = nn.ModuleList(
-            nn.Sequential(nn.Linear(dim + state_dim, dim, bias=False), nn.LayerNorm(dim)) for _ in range(num_layers)
+            nn.Sequential(Linear(dim + state_dim, dim, bias=False), nn.LayerNorm(dim)) for _ in range(num_layers)
         )
-        self.class_logits = nn.Linear(dim, num_classes)
+        self.class_logits = Linear(dim, num_classes)
         self.box_delta = MLP(dim, dim, 4, 3)
 
     def forward(self, glimpses: torch.Tensor, boxes: torch.Tensor, state: torch.Tensor):
@@ -224,12 +224,13 @@ class RecurrentGlimpseDecoder(nn.Module):
     def num_stages(self) -> int:
         return len(self.stages)
 
-    def forward(self, features, pooler, boxes, states, whwh):
+    def forward(self, features, pool, boxes, states, whwh):
         """Run the K stages.
 
         Args:
             features: list of FPN maps (B, c, H_l, W_l) in the pooler's level order.
-            pooler: a detectron2 ``ROIPooler`` over those levels with output size ``pooler_resolution``.
+            pool: ``pool(features, pixel_boxes)`` -> (B * N, R * R, c) RoI features of (B, N, 4) pixel xyxy boxes,
+                R = ``pooler_resolution`` (the decoder's :meth:`~recursivedet.modeling.decoder.RecursiveDecoder.pool`).
             boxes: (B, N, 4) O_box(0), the decoder's last normalised (cx, cy, w, h) boxes.
             states: (B, N, c) H_dec(0), the decoder's last object features.
             whwh: (B, 4) image sizes (w, h, w, h) in pixels.
@@ -241,12 +242,13 @@ class RecurrentGlimpseDecoder(nn.Module):
         for stage, alpha in zip(self.stages, self.alphas, strict=True):
             boxes = boxes.detach()  # Appendix A.1: no gradient into the previous stage's outputs
             glimpse_boxes = cxcywh_to_xyxy(enlarge_boxes(boxes, alpha)) * whwh[:, None, :]
-            glimpses = pooler(features, [Boxes(x) for x in glimpse_boxes])
-            if glimpses.shape[-2:] != (self.resolution, self.resolution):
+            glimpses = pool(features, glimpse_boxes)
+            if glimpses.shape[1] != self.resolution**2:
                 raise ValueError(
-                    f"REGO expects {self.resolution}x{self.resolution} glimpses, the pooler gives "
-                    f"{tuple(glimpses.shape[-2:])}"
+                    f"REGO expects {self.resolution}x{self.resolution} glimpses, "
+                    f"the pooler gives {glimpses.shape[1]} bins"
                 )
+            glimpses = glimpses.transpose(1, 2).unflatten(2, (self.resolution, self.resolution))  # (M, c, R, R)
             layer_outputs, states = stage(glimpses, boxes, states)
             outputs.append(layer_outputs)
             boxes = layer_outputs[-1][1]

@@ -4,6 +4,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .linear import Linear
+
 
 class ProposalSelfAttention(nn.Module):
     """Multi-head self-attention over the N proposals of each image.
@@ -20,14 +22,14 @@ class ProposalSelfAttention(nn.Module):
             raise ValueError(f"model width {dim} is not divisible by the number of heads {num_heads}")
         self.num_heads = num_heads
         self.dropout = dropout
-        self.q_content_proj = nn.Linear(dim, dim)
-        self.k_content_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
+        self.q_content_proj = Linear(dim, dim)
+        self.k_content_proj = Linear(dim, dim)
+        self.v_proj = Linear(dim, dim)
         self.box_pe = box_pe
         if box_pe:
-            self.q_pos_proj = nn.Linear(dim, dim)
-            self.k_pos_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+            self.q_pos_proj = Linear(dim, dim)
+            self.k_pos_proj = Linear(dim, dim)
+        self.out_proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, N, c) proposal features; pos: (B, N, c) box PE p. Returns (B, N, c)."""

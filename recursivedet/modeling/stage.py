@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from .box_utils import cxcywh_to_xyxy, inverse_sigmoid, xyxy_to_cxcywh
 from .dynamic_conv import DynamicConv
+from .linear import Linear
 from .mlp import MLP
 from .position_encoding import CenternessMask
 from .self_attention import ProposalSelfAttention
@@ -20,7 +21,7 @@ _SPARSE_RCNN_DELTAS = Box2BoxTransform(weights=(2.0, 2.0, 1.0, 1.0), scale_clamp
 
 
 def _head_block(dim: int) -> list[nn.Module]:
-    return [nn.Linear(dim, dim, bias=False), nn.LayerNorm(dim), nn.ReLU(inplace=True)]
+    return [Linear(dim, dim, bias=False), nn.LayerNorm(dim), nn.ReLU(inplace=True)]
 
 
 class DecoderStage(nn.Module):
@@ -70,14 +71,14 @@ class DecoderStage(nn.Module):
         mask = None if centerness == "none" else CenternessMask(centerness, pooler_resolution, dim)
         self.dynamic_conv = DynamicConv(dim, dynamic_dim, pooler_resolution, box_pe_dynamic_conv, mask)
         self.norm2 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.linear1 = Linear(dim, ffn_dim)
+        self.linear2 = Linear(ffn_dim, dim)
         self.norm3 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         self.cls_layers = nn.Sequential(*[m for _ in range(num_cls_layers) for m in _head_block(dim)])
         self.reg_layers = nn.Sequential(*[m for _ in range(num_reg_layers) for m in _head_block(dim)])
-        self.class_logits = nn.Linear(dim, num_classes)
-        self.box_delta = nn.Linear(dim, 4)
+        self.class_logits = Linear(dim, num_classes)
+        self.box_delta = Linear(dim, 4)
 
     @property
     def uses_box_sine(self) -> bool:
