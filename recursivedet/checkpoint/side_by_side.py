@@ -51,6 +51,9 @@ from unittest import mock
 
 import torch
 
+from recursivedet.analysis.benchmark import matmul_peak_gflops
+from recursivedet.analysis.model_cost import flops_by_module
+
 ARCHS = ("recursivedet", "sparse_rcnn")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL_CONFIG = "projects/SparseRCNN/configs/sparsercnn.res50.100pro.3x.yaml"
@@ -119,6 +122,7 @@ def _load_average() -> float | None:
 
 # Lines of the timing dialogue with the official process (its other output never starts with these).
 _READY, _SAMPLE = "@@side_by_side ready", "@@side_by_side sample"
+_LOSS, _MEMORY = "@@side_by_side loss", "@@side_by_side memory"
 
 
 def _serve_timing(parts: dict):
@@ -132,18 +136,15 @@ def _serve_timing(parts: dict):
         print(f"{_SAMPLE} {wall!r} {cpu!r}", flush=True)
 
 
-def _official_worker(args) -> int:
-    """Build the official model, save its state dict, run the images, save the outputs; then, with
-    ``--timing-runs``, time its parts on request (:func:`_serve_timing`)."""
+def _build_official(args):
+    """(root, config, model) of the official checkout at ``--official-root``, seeded, on the CPU."""
     import warnings
 
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-    from torchvision.ops import box_convert
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # timm and torch.jit deprecation notices
     torch.set_num_threads(args.threads)
-    work = Path(args.worker)
     root = Path(args.official_root).resolve()
     sparsercnn = _import_official(root)
     cfg = get_cfg()
@@ -154,7 +155,16 @@ def _official_worker(args) -> int:
     cfg.MODEL.SparseRCNN.NUM_PROPOSALS = args.proposals
     torch.set_default_dtype(getattr(torch, args.dtype))
     torch.manual_seed(args.seed)
-    model = build_model(cfg)
+    return root, cfg, build_model(cfg)
+
+
+def _official_worker(args) -> int:
+    """Build the official model, save its state dict, run the images, save the outputs; then, with
+    ``--timing-runs``, time its parts on request (:func:`_serve_timing`)."""
+    from torchvision.ops import box_convert
+
+    work = Path(args.worker)
+    root, _, model = _build_official(args)
     if args.dtype == "float64" and hasattr(model, "positional_encoding"):
         # Its image PE is computed in float32 whatever the default dtype (explicit cumsum dtype) and would
         # then meet float64 weights; widen its output, as this project's model does.
@@ -213,6 +223,99 @@ def _official_worker(args) -> int:
         pixel_boxes = box_convert(init_boxes, "cxcywh", "xyxy") * whwh[:, None, :]
         head = lambda: model.head(features, pixel_boxes, init_features)
     _serve_timing({"head": head, "model": lambda: model(inputs)})
+    return 0
+
+
+def training_batch(seed: int, num_images: int, size: tuple[int, int], num_boxes: int = 5, num_classes: int = 80):
+    """Random images with random ground truth, as plain tensors: (image uint8 (3, H, W), boxes (G, 4) pixel
+    xyxy, classes (G,)) per image."""
+    g = torch.Generator().manual_seed(seed + 2)
+    h, w = size
+    batch = []
+    for _ in range(num_images):
+        xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w, h]) * 0.7
+        wh = (torch.rand(num_boxes, 2, generator=g) * 0.25 + 0.05) * torch.tensor([w, h])
+        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        batch.append((image, torch.cat([xy, xy + wh], dim=1), torch.randint(0, num_classes, (num_boxes,), generator=g)))
+    return batch
+
+
+def _detectron2_inputs(batch) -> list[dict]:
+    from detectron2.structures import Boxes, Instances
+
+    inputs = []
+    for image, boxes, classes in batch:
+        instances = Instances(tuple(image.shape[-2:]))
+        instances.gt_boxes = Boxes(boxes)
+        instances.gt_classes = classes
+        inputs.append({"image": image, "height": image.shape[-2], "width": image.shape[-1], "instances": instances})
+    return inputs
+
+
+def _resident_mb() -> float:
+    """Current resident memory of this process (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return _peak_mb()
+
+
+def _peak_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _official_trainer(root: Path):
+    """The ``Trainer`` class of the checkout's own ``train_net.py`` (for its optimizer)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("official_train_net", root / "projects/SparseRCNN/train_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Trainer
+
+
+def _train_worker(args) -> int:
+    """One side's training step (forward, backward, full-model gradient clipping, AdamW step) on the saved
+    batch, with each code's own optimizer: the official ``Trainer.build_optimizer`` (one param group per
+    tensor, clipping inside its step) or this project's ``configs/<arch>_R50_100pro_3x.py``. Reports the
+    first step's total loss, then times steps on request, then its peak resident memory."""
+    work = Path(args.worker)
+    torch.set_num_threads(args.threads)
+    if args.train_worker == "official":
+        root, cfg, model = _build_official(args)
+        model.load_state_dict(torch.load(work / "official_state.pth"), strict=True)
+        optimizer = _official_trainer(root).build_optimizer(cfg, model)
+        clip = None  # its optimizer clips the whole model's gradient inside step()
+    else:
+        from detectron2.config import LazyConfig, instantiate
+
+        model = build_project_model(args.arch, args.proposals, torch.load(work / "project_state.pth"))
+        cfg = LazyConfig.load(str(PROJECT_ROOT / "configs" / f"{args.arch}_R50_100pro_3x.py"))
+        cfg.optimizer.params.model = model
+        optimizer = instantiate(cfg.optimizer)
+        clip = cfg.train.clip_grad if cfg.train.clip_grad.enabled else None
+    model.train()
+    inputs = _detectron2_inputs(torch.load(work / "train_batch.pth"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    resident_before = _resident_mb()
+
+    def step() -> float:
+        with torch.enable_grad():
+            total = sum(model(inputs).values())
+            optimizer.zero_grad()
+            total.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip.max_norm, norm_type=clip.norm_type)
+            optimizer.step()
+        return float(total)
+
+    print(f"{_LOSS} {step()!r}", flush=True)  # also the first warm-up step
+    _serve_timing({"train": step})
+    print(f"{_MEMORY} {_peak_mb()!r} {resident_before!r}", flush=True)
     return 0
 
 
@@ -305,18 +408,18 @@ def project_timing_parts(model, image: torch.Tensor) -> dict:
     return {"head": head, "model": lambda: model(inputs)}
 
 
-def interleaved_timing(ours: dict, official, runs: int) -> dict:
-    """Alternate single runs of this project's and the official parts (ABBA order) so that both see the
-    same machine load; one warm-up run each first. Returns per side and part: median and minimum wall
-    time and median CPU time, in seconds."""
-    samples = {side: {part: [] for part in ours} for side in ("ours", "official")}
-    for part in ours:
-        _sample(ours[part])
-        official.sample(part)
+def interleaved_timing(parts, ours, official, runs: int) -> dict:
+    """Alternate single runs of this project's and the official ``parts`` (ABBA order) so that both see the
+    same machine load; one warm-up run each first. ``ours`` and ``official`` run one part: fn(part) ->
+    (wall, CPU) seconds. Returns per side and part: median and minimum wall time and median CPU time."""
+    samplers = {"ours": ours, "official": official}
+    samples = {side: {part: [] for part in parts} for side in samplers}
+    for part in parts:
+        for sampler in samplers.values():
+            sampler(part)
         for r in range(runs):
-            order = ("ours", "official") if r % 2 == 0 else ("official", "ours")
-            for side in order:
-                samples[side][part].append(_sample(ours[part]) if side == "ours" else official.sample(part))
+            for side in ("ours", "official") if r % 2 == 0 else ("official", "ours"):
+                samples[side][part].append(samplers[side](part))
     return {
         side: {
             part: {
@@ -324,9 +427,9 @@ def interleaved_timing(ours: dict, official, runs: int) -> dict:
                 "wall_min": min(w for w, _ in runs_),
                 "cpu": statistics.median(c for _, c in runs_),
             }
-            for part, runs_ in parts.items()
+            for part, runs_ in side_samples.items()
         }
-        for side, parts in samples.items()
+        for side, side_samples in samples.items()
     }
 
 
@@ -409,15 +512,13 @@ def compare_image(ours: dict, official: dict, h: int, w: int) -> dict:
     return {"height": h, "width": w, "stages": stages, "final": final}
 
 
-class OfficialProcess:
-    """The official code in a child process started in the scratch directory ``work``.
+class WorkerProcess:
+    """A worker of this module in a child process started in the scratch directory ``work``: the official
+    inference worker (``--worker``) or a training worker (``--train-worker ours|official``). Its stdout
+    carries the ``@@side_by_side`` dialogue lines; its stderr goes to ``<work>/<name>.log``."""
 
-    It writes ``official_state.pth`` and ``official_outputs.pth`` there, then (with timing runs) waits for
-    part names on its stdin and answers one timed run each.
-    """
-
-    def __init__(self, args, work: Path):
-        command = [sys.executable, "-m", "recursivedet.checkpoint.side_by_side", "--worker", str(work)]
+    def __init__(self, args, work: Path, name: str, extra: tuple[str, ...] = ()):
+        command = [sys.executable, "-m", "recursivedet.checkpoint.side_by_side", "--worker", str(work), *extra]
         command += ["--official-root", str(Path(args.official_root).resolve()), "--arch", args.arch]
         command += ["--proposals", str(args.proposals), "--seed", str(args.seed), "--threads", str(args.threads)]
         command += ["--timing-runs", str(args.timing_runs), "--dtype", args.dtype]
@@ -425,13 +526,14 @@ class OfficialProcess:
         # The official code never runs from inside this project; the child must still find this package
         # when it is not installed.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
-        self.log = open(work / "official.log", "w+")  # its stderr; lives as long as the process
+        self.log = open(work / f"{name}.log", "w+")  # its stderr; lives as long as the process
         self.proc = subprocess.Popen(
             command, cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True
         )
         self.work = work
 
-    def _expect(self, prefix: str) -> str:
+    def expect(self, prefix: str) -> str:
+        """The rest of the child's next line starting with ``prefix``; its log and exit if it ends first."""
         for line in self.proc.stdout:
             if line.startswith(prefix):
                 return line[len(prefix) :].strip()
@@ -441,22 +543,61 @@ class OfficialProcess:
         raise SystemExit(2 if code in (0, 2) else code)
 
     def outputs(self) -> tuple[dict, dict]:
-        """(official state dict, official outputs), once the child has written them."""
-        self._expect(_READY)
+        """(official state dict, official outputs), once the inference worker has written them."""
+        self.expect(_READY)
         state = torch.load(self.work / "official_state.pth")
         return state, torch.load(self.work / "official_outputs.pth")
 
     def sample(self, part: str) -> tuple[float, float]:
         self.proc.stdin.write(part + "\n")
         self.proc.stdin.flush()
-        wall, cpu = self._expect(_SAMPLE).split()
+        wall, cpu = self.expect(_SAMPLE).split()
         return float(wall), float(cpu)
+
+    def finish(self) -> str | None:
+        """End the requests; the training worker then reports its memory (returned)."""
+        self.proc.stdin.close()
+        return self.expect(_MEMORY) if "--train-worker" in self.proc.args else None
 
     def close(self):
         if self.proc.poll() is None:
-            self.proc.stdin.close()  # end of requests: the child leaves its loop and exits
+            if not self.proc.stdin.closed:
+                self.proc.stdin.close()  # end of requests: the child leaves its loop and exits
             self.proc.wait(timeout=60)
         self.log.close()
+
+
+def compare_training(args, work: Path, converted: dict) -> dict:
+    """Training step of both codes from the same weights on the same batch, each in a fresh process (so that
+    each process's peak memory is its training's): first-step losses, interleaved step timings, peak
+    resident memory."""
+    torch.save(training_batch(args.seed, args.train_batch, tuple(args.train_size)), work / "train_batch.pth")
+    torch.save(converted, work / "project_state.pth")
+    workers = {
+        side: WorkerProcess(args, work, f"train_{side}", ("--train-worker", side)) for side in ("ours", "official")
+    }
+    try:
+        losses = {side: float(w.expect(_LOSS)) for side, w in workers.items()}
+        load_before = _load_average()
+        timing = interleaved_timing(
+            ["train"], workers["ours"].sample, workers["official"].sample, max(1, args.train_runs)
+        )
+        memory = {}
+        for side, worker in workers.items():
+            peak, before = (float(v) for v in worker.finish().split())
+            memory[side] = {"peak_mb": peak, "before_training_mb": before}
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {
+        "batch": [args.train_batch, *args.train_size],
+        "runs": args.train_runs,
+        "losses": losses,
+        "loss_rel_diff": abs(losses["ours"] - losses["official"]) / abs(losses["official"]),
+        "timing": {side: timing[side]["train"] for side in timing},
+        "load_average": [load_before, _load_average()],
+        "memory": memory,
+    }
 
 
 def _print_report(report: dict):
@@ -496,6 +637,35 @@ def _print_report(report: dict):
             for k, label in (("wall", "wall median"), ("wall_min", "wall min"), ("cpu", "CPU median")):
                 ours, official = t["ours"][part][k] * 1000, t["official"][part][k] * 1000
                 print(f"  {part:<6} {label:<12} {ours:9.1f}   {official:11.1f}   {t['ratio'][part][k]:13.3f}")
+        peak = t["matmul_peak"]
+        print(
+            f"  head: {t['head_gflops']:.1f} GFLOPs (multiply-adds, this project's count) at "
+            f"{t['head_gflop_per_s']['ours']:.1f} GFLOP/s = {100 * t['head_fraction_of_peak']['ours']:.0f}% "
+            f"(official {t['head_gflop_per_s']['official']:.1f} = {100 * t['head_fraction_of_peak']['official']:.0f}%) "
+            f"of a large matmul's {peak['best']:.1f} (torch.mm {peak['torch_mm']:.1f}, oneDNN {peak['onednn']:.1f})"
+        )
+    tr = report.get("training")
+    if tr:
+        b, h, w = tr["batch"]
+        print(f"\ntraining step, {b} images of {h}x{w}, 5 boxes each, {tr['runs']} runs after two warm-ups:")
+        print(
+            f"  first-step loss: ours {tr['losses']['ours']:.6f}, official {tr['losses']['official']:.6f} "
+            f"(relative difference {tr['loss_rel_diff']:.1e})"
+        )
+        before, after = tr["load_average"]
+        if before is not None:
+            print(f"  1-min load average: {before:.2f} before, {after:.2f} after (steps of both interleaved)")
+        print("  measure                 ours        official   ours/official")
+        for k, label in (
+            ("wall", "step wall median ms"),
+            ("wall_min", "step wall min ms"),
+            ("cpu", "step CPU median ms"),
+        ):
+            ours, official = tr["timing"]["ours"][k] * 1000, tr["timing"]["official"][k] * 1000
+            print(f"  {label:<20} {ours:9.1f}   {official:11.1f}   {ours / official:13.3f}")
+        for k, label in (("peak_mb", "peak RSS MB"), ("before_training_mb", "RSS before steps MB")):
+            ours, official = tr["memory"]["ours"][k], tr["memory"]["official"][k]
+            print(f"  {label:<20} {ours:9.0f}   {official:11.0f}   {ours / official:13.3f}")
     print(f"\n{'AGREE' if report['agree'] else 'DISAGREE'}")
 
 
@@ -533,9 +703,20 @@ def main(argv=None) -> int:
         help="this project's model pools positional maps with RoIAlign (the official way) instead of its "
         "closed-form RoI PE; implied by --dtype float64, as the closed form computes in float32",
     )
+    parser.add_argument(
+        "--train-runs", type=int, default=3, help="timed training steps per side (after two warm-ups); 0 skips"
+    )
+    parser.add_argument("--train-batch", type=int, default=2, help="images per training step")
+    parser.add_argument("--train-size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"))
+    parser.add_argument(
+        "--loss-tol", type=float, default=1e-4, help="relative difference allowed between the first-step losses"
+    )
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--train-worker", choices=("ours", "official"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.train_worker:
+        return _train_worker(args)
     if args.worker:
         return _official_worker(args)
 
@@ -552,7 +733,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="recursivedet_side_by_side_") as tmp:
         work = Path(tmp)
         torch.save(images, work / "images.pth")
-        official_process = OfficialProcess(args, work)
+        official_process = WorkerProcess(args, work, "official")
         try:
             state, official = official_process.outputs()
             if detect_official_architecture(state) != args.arch:
@@ -566,10 +747,20 @@ def main(argv=None) -> int:
             if args.timing_runs > 0:
                 load_before = _load_average()
                 parts = project_timing_parts(model, images[0])
-                timing = interleaved_timing(parts, official_process, args.timing_runs)
+                timing = interleaved_timing(
+                    list(parts), lambda part: _sample(parts[part]), official_process.sample, args.timing_runs
+                )
                 timing["load_average"] = [load_before, _load_average()]
         finally:
             official_process.close()
+        if timing is not None:
+            h, w = sizes[0]
+            timing["head_gflops"] = flops_by_module(model, h, w)["decoder"]
+            timing["matmul_peak"] = matmul_peak_gflops(torch.device("cpu"))
+        training = None
+        if args.train_runs > 0 and args.dtype == "float32":
+            del model  # its memory plays no part in the training workers, but keep the machine's free
+            training = compare_training(args, work, converted)
 
     report = {
         "arch": args.arch,
@@ -602,6 +793,21 @@ def main(argv=None) -> int:
                 for part in ("head", "model")
             },
         }
+        peak = timing["matmul_peak"]["best"]
+        report["timing"]["head_gflop_per_s"] = {
+            side: timing["head_gflops"] / timing[side]["head"]["wall"] for side in ("ours", "official")
+        }
+        report["timing"]["head_fraction_of_peak"] = {
+            side: v / peak for side, v in report["timing"]["head_gflop_per_s"].items()
+        }
+    if training is not None:
+        training["ratio"] = {
+            "step_wall": training["timing"]["ours"]["wall"] / training["timing"]["official"]["wall"],
+            "peak_memory": training["memory"]["ours"]["peak_mb"] / training["memory"]["official"]["peak_mb"],
+        }
+        training["agree"] = training["loss_rel_diff"] <= args.loss_tol
+        report["training"] = training
+        report["agree"] = bool(agree and training["agree"])
     _print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -79,6 +79,28 @@ class DynamicConv(nn.Module):
             return linear(roi_pos, self.roi_pos_proj.weight)
         return roi_pos.project(self.roi_pos_proj.weight)
 
+    def position_term(self, pos_f: torch.Tensor, pos_k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """p_f . p_k for every RoI element, (M, S).
+
+        Concatenating p_f to f and p_k to k (Sec. 3.3) adds p_f . p_k to every hidden channel. With the mask m
+        weighting both PEs, proj(m_s * p) = m_s * (W p) + b, so the official per-element projections equal
+        p_f = m_s W_f p_f + b_f and p_k = m_s W_k p_k + b_k, whose dot product expands into
+        m_s^2 (W_f p_f . W_k p_k) + m_s (W_f p_f . b_k + b_f . W_k p_k) + b_f . b_k: one small batched
+        product instead of several (M, S, c) element-wise tensors (same value up to float rounding).
+
+        Args:
+            pos_f: (M, S, c) W_f p_f (:meth:`project_roi_position`). pos_k: (M, c) W_k p_k.
+            mask: None or the centerness weights m, (M or 1, S).
+        """
+        bias_f, bias_k = self.roi_pos_proj.bias, self.kernel_pos_proj.bias
+        dots = torch.bmm(pos_f, torch.stack((pos_k, bias_k.expand_as(pos_k)), dim=2))  # (M, S, 2)
+        f_k, f_bias = dots.unbind(-1)
+        cross = f_bias + pos_k @ bias_f[:, None]  # 2-D products: fvcore counts them
+        constant = (bias_f * bias_k).sum()
+        if mask is None:
+            return f_k + cross + constant
+        return mask * mask * f_k + mask * cross + constant
+
     def forward(self, proposal_features, roi_features, roi_pos_projected=None, box_sine=None, boxes=None):
         """One dynamic-conv pass.
 
@@ -97,20 +119,9 @@ class DynamicConv(nn.Module):
 
         x = torch.bmm(roi_features, kernel1)  # (M, S, d)
         if self.box_pe:
-            # Concatenating p_f to f and p_k to k (Sec. 3.3) adds p_f . p_k to every hidden channel.
-            # With the mask m weighting both PEs, proj(m_s * p) = m_s * (W p) + b: project once per box,
-            # not once per RoI element (same result as the official per-element projection).
             pos_k = linear(self.position_kernel(proposal_features, box_sine, boxes), self.kernel_pos_proj.weight)
-            pos_f = roi_pos_projected
-            if self.centerness is not None:
-                mask = self.centerness(proposal_features)[..., None]  # (M or 1, S, 1)
-                pos_f = pos_f * mask
-                pos_k = pos_k[:, None, :] * mask
-            else:
-                pos_k = pos_k[:, None, :]
-            pos_f = pos_f + self.roi_pos_proj.bias
-            pos_k = pos_k + self.kernel_pos_proj.bias
-            x = x + (pos_f * pos_k).sum(-1, keepdim=True)
-        x = F.relu(self.norm1(x))
-        x = F.relu(self.norm2(torch.bmm(x, kernel2)))  # (M, S, c)
-        return F.relu(self.norm3(self.out_layer(x.flatten(1))))
+            mask = self.centerness(proposal_features) if self.centerness is not None else None
+            x = x + self.position_term(roi_pos_projected, pos_k, mask)[..., None]
+        x = F.relu(self.norm1(x), inplace=True)  # in place: LayerNorm keeps its input for backward, not output
+        x = F.relu(self.norm2(torch.bmm(x, kernel2)), inplace=True)  # (M, S, c)
+        return F.relu(self.norm3(self.out_layer(x.flatten(1))), inplace=True)
