@@ -3,6 +3,7 @@
     python -m recursivedet.analysis.benchmark --config-file configs/recursivedet_R50_100pro_3x.py
     python -m recursivedet.analysis.benchmark --config-file CONFIG --proposals 100 300 500 --sizes 512x512 800x1216
     python -m recursivedet.analysis.benchmark --config-file CONFIG --device cuda --json bench.json [key=value ...]
+    python -m recursivedet.analysis.benchmark --official-root PATH --arch recursivedet --threads 2 --json sbs.json
 
 Prints a table and optionally writes JSON: parameters, GFLOPs (fvcore multiply-adds), the median latency
 (after warm-up runs) of the whole model, the backbone and the decoder head on one image, one training step
@@ -10,6 +11,11 @@ Prints a table and optionally writes JSON: parameters, GFLOPs (fvcore multiply-a
 head's achieved GFLOP/s next to a large fp32 matrix product measured in the same run. ``--proposals`` and
 ``--sizes`` sweep the whole-model latency. On CUDA every timing is synchronised. Compare figures only within
 one run: absolute times vary between machines and with other load.
+
+With ``--official-root`` (a checkout of the official RecursiveDet or Sparse R-CNN code) it runs the
+side-by-side comparison of :mod:`recursivedet.checkpoint.side_by_side` instead: both models from the same
+converted weights, their outputs checked to agree, inference and training-step times interleaved in the
+same run, peak training memory, and the ratios (this project / official).
 """
 
 import argparse
@@ -165,6 +171,23 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _side_by_side(args) -> dict:
+    from recursivedet.checkpoint import side_by_side
+
+    argv = ["--official-root", args.official_root, "--arch", args.arch, "--threads", str(args.threads or 2)]
+    argv += ["--image-size", *map(str, args.image_size), "--timing-runs", str(args.repeats)]
+    argv += ["--train-batch", str(args.train_batch), "--train-size", *map(str, args.train_size)]
+    if args.json:
+        argv += ["--json", args.json]
+    code = side_by_side.main(argv)
+    if code:
+        sys.exit(code)
+    if args.json:
+        with open(args.json) as f:
+            return json.load(f)
+    return {}
+
+
 def _size(text: str) -> tuple[int, int]:
     h, w = text.lower().split("x")
     return int(h), int(w)
@@ -172,7 +195,11 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--config-file", metavar="FILE", help="the config to benchmark (not with --official-root)")
+    parser.add_argument("--official-root", metavar="PATH", help="compare with this official checkout instead")
+    parser.add_argument(
+        "--arch", choices=("recursivedet", "sparse_rcnn"), default="recursivedet", help="with --official-root"
+    )
     parser.add_argument("--image-size", type=_size, default=(800, 1216), metavar="HxW")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -184,6 +211,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
     args = parser.parse_args(argv)
+    if args.official_root:
+        return _side_by_side(args)
+    if not args.config_file:
+        parser.error("--config-file is required (or --official-root for the comparison with the official code)")
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = list(args.opts) + ([f"train.device={args.device}"] if args.device else [])
