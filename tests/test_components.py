@@ -2,9 +2,11 @@
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from detectron2.config import LazyConfig, instantiate
 from torch import nn
 from torchvision.ops import generalized_box_iou, sigmoid_focal_loss
 
@@ -14,6 +16,8 @@ from recursivedet.modeling.dynamic_conv import DynamicConv
 from recursivedet.modeling.matcher import HungarianMatcher
 from recursivedet.modeling.position_encoding import CenternessMask, ImageSinePE, box_sine_embedding, centerness_grid
 from recursivedet.modeling.self_attention import ProposalSelfAttention
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _sinusoid(value: float, num_feats: int) -> torch.Tensor:
@@ -155,6 +159,26 @@ def test_matcher_cost_terms():
     cost = matcher.cost_matrix(logits, boxes, target["labels"], target["boxes"])[0]
     expected = -generalized_box_iou(cxcywh_to_xyxy(boxes[0]), cxcywh_to_xyxy(target["boxes"]))
     torch.testing.assert_close(cost, expected)
+
+
+def test_l1_coordinates_follow_each_official_code():
+    """RecursiveDet's code compares (cx, cy, w, h), Sparse R-CNN's (x1, y1, x2, y2): a box shifted by 0.1 and
+    widened by 0.2 costs 0.1 + 0.2 in the first, 0.0 + 0.2 in the second (x1 stays, x2 moves by 0.2)."""
+    pred = torch.tensor([[[0.6, 0.5, 0.4, 0.2]]])
+    gt = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    logits = torch.zeros(1, 1, 2)
+    expected = {"cxcywh": 0.3, "xyxy": 0.2}
+    for box_format, l1 in expected.items():
+        matcher = HungarianMatcher(class_weight=0.0, l1_weight=1.0, giou_weight=0.0, l1_box_format=box_format)
+        cost = matcher.cost_matrix(logits, pred, torch.tensor([1]), gt)
+        criterion = SetCriterion(class_weight=0.0, l1_weight=1.0, giou_weight=0.0, l1_box_format=box_format)
+        loss = criterion(logits, pred, [{"labels": torch.tensor([1]), "boxes": gt}], num_boxes=1.0)["loss_bbox"]
+        assert cost.item() == pytest.approx(l1) and loss.item() == pytest.approx(l1), box_format
+    for arch, box_format in (("sparse_rcnn", "xyxy"), ("recursivedet", "cxcywh")):
+        cfg = LazyConfig.load(str(CONFIGS / "models" / f"{arch}.py"))
+        assert instantiate(cfg.model.criterion).matcher.l1_box_format == box_format
+    with pytest.raises(ValueError, match="l1_box_format"):
+        HungarianMatcher(l1_box_format="xywh")
 
 
 def test_losses_equal_reference_functions():

@@ -12,3 +12,4 @@ model.decoder.stage.box_refinement = "sigmoid"
 model.decoder.stage_sharing = "all_but_first"
 model.decoder.dynamic_passes = 2
 model.decoder.first_stage_dynamic_passes = 1
+model.criterion.l1_box_format = "cxcywh"  # the official RecursiveDet code's L1 coordinates

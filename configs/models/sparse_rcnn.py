@@ -50,7 +50,10 @@ model = L(RecursiveDet)(
         box_delta_init="xavier",
         prior_prob=0.01,
     ),
-    criterion=L(SetCriterion)(class_weight=2.0, l1_weight=5.0, giou_weight=2.0, focal_alpha=0.25, focal_gamma=2.0),
+    # The official Sparse R-CNN code takes the L1 loss and cost on normalised (x1, y1, x2, y2).
+    criterion=L(SetCriterion)(
+        class_weight=2.0, l1_weight=5.0, giou_weight=2.0, focal_alpha=0.25, focal_gamma=2.0, l1_box_format="xyxy"
+    ),
     in_features=["p2", "p3", "p4", "p5"],
     num_proposals=100,
     deep_supervision=True,

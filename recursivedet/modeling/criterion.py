@@ -6,7 +6,7 @@ from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from .box_utils import cxcywh_to_xyxy
-from .matcher import HungarianMatcher
+from .matcher import HungarianMatcher, l1_coordinates
 
 
 class SetCriterion(nn.Module):
@@ -14,7 +14,9 @@ class SetCriterion(nn.Module):
     number of ground-truth boxes averaged across workers (at least 1).
 
     The classification loss covers all proposals: unmatched ones (and every proposal of an image with no
-    object) are trained as negatives for every class.
+    object) are trained as negatives for every class. ``l1_box_format``: the coordinates of the L1 loss and
+    cost, "cxcywh" (official RecursiveDet) or "xyxy" (official Sparse R-CNN), see
+    :func:`~recursivedet.modeling.matcher.l1_coordinates`.
     """
 
     def __init__(
@@ -25,10 +27,14 @@ class SetCriterion(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         matcher: HungarianMatcher | None = None,
+        l1_box_format: str = "cxcywh",
     ):
         super().__init__()
         # The paper's matching cost equals the loss: by default the matcher takes the same weights.
-        self.matcher = matcher or HungarianMatcher(class_weight, l1_weight, giou_weight, focal_alpha, focal_gamma)
+        self.matcher = matcher or HungarianMatcher(
+            class_weight, l1_weight, giou_weight, focal_alpha, focal_gamma, l1_box_format
+        )
+        self.l1_box_format = self.matcher.l1_box_format
         self.class_weight = class_weight
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
@@ -68,7 +74,8 @@ class SetCriterion(nn.Module):
         gt_boxes = torch.cat(
             [t["boxes"][tgt.to(t["boxes"].device)] for t, (_, tgt) in zip(targets, indices, strict=True)]
         )
-        loss_l1 = (src_boxes - gt_boxes).abs().sum()
+        loss_l1 = (l1_coordinates(src_boxes, self.l1_box_format) - l1_coordinates(gt_boxes, self.l1_box_format)).abs()
+        loss_l1 = loss_l1.sum()
         loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src_boxes), cxcywh_to_xyxy(gt_boxes), reduction="sum")
         return {
             "loss_cls": self.class_weight * loss_cls / num_boxes,

@@ -7,13 +7,21 @@ from torchvision.ops import generalized_box_iou
 
 from .box_utils import cxcywh_to_xyxy
 
+L1_BOX_FORMATS = ("cxcywh", "xyxy")
+
+
+def l1_coordinates(boxes: torch.Tensor, box_format: str) -> torch.Tensor:
+    """Normalised cxcywh boxes in the coordinates the L1 cost and loss compare: the official RecursiveDet code
+    compares (cx, cy, w, h), the official Sparse R-CNN code (x1, y1, x2, y2), both normalised by image size."""
+    return boxes if box_format == "cxcywh" else cxcywh_to_xyxy(boxes)
+
 
 class HungarianMatcher(nn.Module):
     """One-to-one assignment minimising cost = w_cls * focal + w_l1 * L1 + w_giou * (-GIoU).
 
     The classification cost is the focal-loss difference between labelling a prediction positive and
     negative for the target class (official code). Costs of all images are computed in one batched
-    pass; only the assignment itself runs per image (scipy).
+    pass; only the assignment itself runs per image (scipy). ``l1_box_format``: see :func:`l1_coordinates`.
     """
 
     def __init__(
@@ -23,10 +31,14 @@ class HungarianMatcher(nn.Module):
         giou_weight: float = 2.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        l1_box_format: str = "cxcywh",
     ):
         super().__init__()
         if class_weight == 0 and l1_weight == 0 and giou_weight == 0:
             raise ValueError("all matching cost weights are 0")
+        if l1_box_format not in L1_BOX_FORMATS:
+            raise ValueError(f"l1_box_format must be one of {L1_BOX_FORMATS}, got {l1_box_format!r}")
+        self.l1_box_format = l1_box_format
         self.class_weight = class_weight
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
@@ -44,7 +56,8 @@ class HungarianMatcher(nn.Module):
         neg = (1 - alpha) * prob_t**gamma * -(1 - prob_t + 1e-8).log()
         pos = alpha * (1 - prob_t) ** gamma * -(prob_t + 1e-8).log()
         cost = self.class_weight * (pos - neg)
-        cost += self.l1_weight * torch.cdist(out_boxes, gt_boxes.float(), p=1)
+        l1_out, l1_gt = (l1_coordinates(x, self.l1_box_format) for x in (out_boxes, gt_boxes.float()))
+        cost += self.l1_weight * torch.cdist(l1_out, l1_gt, p=1)
         cost -= self.giou_weight * generalized_box_iou(cxcywh_to_xyxy(out_boxes), cxcywh_to_xyxy(gt_boxes.float()))
         return cost.view(b, n, -1)
 
