@@ -168,7 +168,11 @@ def test_fast_paths_give_the_same_model_outputs(name):
 
     def build(dtype, fast: bool):
         model = (
-            tiny_model(name) if fast else tiny_model(name, channels_last=False, **{"decoder.gather_roi_align": False})
+            tiny_model(name)
+            if fast
+            else tiny_model(
+                name, channels_last=False, fold_frozen_batchnorm=False, **{"decoder.gather_roi_align": False}
+            )
         )
         if not fast:
             model.decoder.analytic_pe = None

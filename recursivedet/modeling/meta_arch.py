@@ -9,6 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postproce
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
+from .backbone.folded_norm import fold_frozen_batchnorm as fold_frozen_bn
 from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
 from .criterion import SetCriterion
 from .decoder import RecursiveDecoder
@@ -51,6 +52,9 @@ class RecursiveDet(nn.Module):
         channels_last: run the backbone in channels-last memory format (its convolutions are then faster on
             CPUs and on GPUs with tensor cores). The decoder reads its maps in that format in any case.
             Same results up to float rounding.
+        fold_frozen_batchnorm: apply the backbone's frozen batch norms as part of the convolutions before
+            them (:mod:`~recursivedet.modeling.backbone.folded_norm`; same parameters, same results up to
+            float rounding).
         rego: None (no REGO) or the keyword arguments of REGO's
             :class:`~recursivedet.modeling.rego.RecurrentGlimpseDecoder` (num_stages, glimpse_scale, alphas,
             aux_losses, at_inference, ...), run after the decoder on its last boxes and object features;
@@ -72,6 +76,7 @@ class RecursiveDet(nn.Module):
         input_format: str = "RGB",
         proposal_box_init: str = "image",
         channels_last: bool = True,
+        fold_frozen_batchnorm: bool = True,
         rego: Mapping | None = None,
     ):
         super().__init__()
@@ -102,6 +107,8 @@ class RecursiveDet(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        if fold_frozen_batchnorm:
+            fold_frozen_bn(self.backbone)
 
     @property
     def device(self) -> torch.device:
