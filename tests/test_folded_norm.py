@@ -7,6 +7,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone import build_resnet_backbone
+from fvcore.nn import FlopCountAnalysis
 
 from recursivedet.modeling.backbone.folded_norm import FrozenNormFoldedConv2d, fold_frozen_batchnorm
 
@@ -45,3 +46,12 @@ def test_folded_backbone_equals_the_plain_one():
         sum((o**2).sum() for o in out.values()).backward()
     for (name, a), b in zip(folded.named_parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_flop_counts_see_the_plain_convolution_and_norm():
+    plain = _resnet18().eval()
+    folded = copy.deepcopy(plain)
+    fold_frozen_batchnorm(folded)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    counts = [FlopCountAnalysis(m, x).unsupported_ops_warnings(False).total() for m in (folded, plain)]
+    assert counts[0] == counts[1] > 0

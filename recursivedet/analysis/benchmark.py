@@ -7,9 +7,10 @@
 
 Prints a table and optionally writes JSON: parameters, GFLOPs (fvcore multiply-adds), the median latency
 (after warm-up runs) of the whole model, the backbone and the decoder head on one image, one training step
-(forward, backward, AdamW step) on a batch of images with random boxes, the process's peak memory, and the
-head's achieved GFLOP/s next to a large fp32 matrix product measured in the same run. ``--proposals`` and
-``--sizes`` sweep the whole-model latency. On CUDA every timing is synchronised. Compare figures only within
+(forward, backward, gradient clipping, the config's optimizer) on a batch of images with random boxes, the
+process's peak memory, and the head's achieved GFLOP/s next to a large fp32 matrix product measured in the
+same run (through torch.mm and, on the CPU, oneDNN). ``--proposals`` and ``--sizes`` sweep the whole-model
+latency. On CUDA every timing is synchronised. Compare figures only within
 one run: absolute times vary between machines and with other load.
 
 With ``--official-root`` (a checkout of the official RecursiveDet or Sparse R-CNN code) it runs the
@@ -26,6 +27,7 @@ import sys
 import time
 
 import torch
+from detectron2.config import instantiate
 from detectron2.structures import Boxes, Instances
 
 from recursivedet.analysis.model_cost import flops_by_module
@@ -114,12 +116,18 @@ def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep
     model.train()
     num_classes = model.decoder.stages[0].class_logits.out_features
     batch = [_training_input(*train_size, 5, num_classes, seed=i) for i in range(train_batch)]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    # The config's optimizer and gradient clipping, as train_net.py runs them.
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    clip = cfg.train.clip_grad
+    params = [p for p in model.parameters() if p.requires_grad]
 
     def step():
         losses = model(batch)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
+        if clip.enabled:
+            torch.nn.utils.clip_grad_norm_(params, clip.max_norm, norm_type=clip.norm_type)
         optimizer.step()
 
     if device.type == "cuda":

@@ -5,9 +5,11 @@ applied as a separate pass over every activation map: about an eighth of the R50
 800x1216. Being affine per output channel, it folds into the convolution: conv(x, W) * s + t equals
 conv(x, W * s, t) with s = gamma / sqrt(var + eps) and t = beta - mean * s. The folded weights are computed
 in every forward (a small cost next to the maps), so the parameters, buffers and state-dict keys stay those
-of the module, training updates W as before, and checkpoints are unchanged.
+of the module, training updates W as before, and checkpoints are unchanged. Under tracing the plain
+convolution and norm run, so that fvcore counts the model's FLOPs as for the official code.
 """
 
+import torch
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn
 from torch.nn import functional as F
@@ -17,6 +19,8 @@ class FrozenNormFoldedConv2d(Conv2d):
     """A detectron2 ``Conv2d`` whose ``FrozenBatchNorm2d`` runs as part of the convolution."""
 
     def forward(self, x):
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return super().forward(x)
         norm = self.norm
         scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
         shift = norm.bias - norm.running_mean * scale
