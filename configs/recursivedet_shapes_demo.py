@@ -1,5 +1,5 @@
 """A CPU-sized RecursiveDet on the built-in shapes dataset: the full paper model (RecSt-dagger, RecDy,
-bb-PE, static cb-PE) at width 64 on an ImageNet-pretrained MobileNetV2-FPN, trained for about 8 minutes on
+bb-PE, static cb-PE) at width 64 on an ImageNet-pretrained MobileNetV2-FPN, trained for about 6 minutes on
 2 CPU cores (``make demo``).
 
 Narrow everywhere (FPN width = model width), fewer proposals and stages, zero-initialised box deltas
@@ -42,12 +42,12 @@ optimizer.params.lr_factor_func.multiplier = 0.1
 
 train.init_checkpoint = ""  # the backbone loads its ImageNet weights itself
 train.device = "cpu"
-train.max_iter = 450
+train.max_iter = 900
 train.eval_period = 0
-train.checkpointer.period = 150
+train.checkpointer.period = 300
 train.log_period = 20
 train.output_dir = "./output/shapes_demo"
 lr_multiplier.warmup_iters = 20
-lr_multiplier.steps = [360, 420]
+lr_multiplier.steps = [720, 840]
 
 __all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]

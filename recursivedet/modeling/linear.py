@@ -3,7 +3,7 @@
 PyTorch sends a float32 ``F.linear`` on the CPU to MKL's sgemm. On AMD processors MKL takes a generic
 code path: measured on a 2-core AMD EPYC with AVX-512 (``python -m recursivedet.analysis.benchmark``
 prints both), MKL reaches about 100 GFLOP/s (multiply-adds) where oneDNN, which PyTorch also ships and
-already uses for its convolutions, reaches about 215. The decoder's matrix products are almost all of
+already uses for its convolutions, reaches about 220. The decoder's matrix products are almost all of
 its work (the dynamic layer alone, 256 -> 32768 per proposal and pass, is about half), so its linear
 layers call oneDNN directly. Results equal ``F.linear`` up to float32 rounding (the tests check this).
 
