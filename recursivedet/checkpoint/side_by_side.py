@@ -34,8 +34,20 @@ alone (everything after the backbone: for the official RecursiveDet this include
 made outside its head, whose equivalent this project computes inside the decoder) and of the whole
 model, on the first image size, with the ratios this project / official.
 
-Exit status: 0 when every score agrees within ``--score-tol`` and every box within
-``--box-tol`` x the longer image side, 1 otherwise, 2 on a usage or setup error.
+The head's achieved GFLOP/s (this project's FLOP count of the head, for both sides) is printed next to a
+large matrix product measured in the same run (``torch.mm`` and oneDNN).
+
+Training (``--train-runs``, float32 only): one training step per side (forward, backward, full-model
+gradient clipping, AdamW) on ``--train-batch`` random images of ``--train-size`` with 5 random boxes each,
+from the same converted weights, each with its own code's optimizer set-up (the official
+``Trainer.build_optimizer`` of its ``train_net.py``: one param group per tensor; this project's
+``configs/<arch>_R50_100pro_3x.py``). Both run in fresh child processes, so that each process's peak
+resident memory is that of its training; the first step's total losses are compared (``--loss-tol``,
+relative), then steps are timed alternating between the two processes, then each reports its peak.
+
+Exit status: 0 when every score agrees within ``--score-tol``, every box within ``--box-tol`` x the longer
+image side and the first training-step losses within ``--loss-tol``, 1 otherwise, 2 on a usage or setup
+error.
 """
 
 import argparse
