@@ -64,3 +64,12 @@ def test_falls_back_to_f_linear_where_onednn_does_not_apply():
         traced = torch.jit.trace(lambda a, w: linear(a, w), (x, weight), check_trace=False)
         assert "aten::linear" in str(traced.graph)
     assert uses_onednn(x, weight) == (linear_module._ONEDNN_LINEAR is not None)
+
+
+@needs_onednn
+def test_second_derivatives_are_refused_not_wrong():
+    x = torch.randn(4, 6, requires_grad=True)
+    weight = torch.randn(5, 6, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(linear(x, weight).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad_x.sum().backward()

@@ -202,6 +202,15 @@ def test_fast_paths_give_the_same_model_outputs(name):
         torch.testing.assert_close(logits, plain_logits, rtol=1e-3, atol=1e-2)
 
 
+def test_decoder_receives_maps_in_the_layout_it_reads_fastest():
+    for gather, layout in ((True, torch.channels_last), (False, torch.contiguous_format)):
+        model = tiny_model("recursivedet", **{"decoder.gather_roi_align": gather}).eval()
+        with torch.no_grad():
+            images = model.preprocess_image(TWO_IMAGES)
+            features = model.decoder_inputs(images, model.run_backbone(images))[0]
+        assert all(f.is_contiguous(memory_format=layout) for f in features), gather
+
+
 def test_tiny_model_overfits_two_images():
     torch.manual_seed(0)
     model = tiny_model("recursivedet", **{"decoder.box_delta_init": "zero"}).train()

@@ -79,3 +79,10 @@ def test_single_level_pooler_and_fallback():
     adaptive = ROIPooler(7, SCALES, 0, "ROIAlignV2")  # sampling grid chosen per box: not gathered
     assert not fixed_grid_roi_align(adaptive)
     torch.testing.assert_close(pool_roi_features(adaptive, maps, boxes), _reference(adaptive, maps, boxes))
+
+
+def test_no_boxes():
+    pooler = ROIPooler(7, SCALES, 2, "ROIAlignV2")
+    maps, _ = _case(torch.float32)
+    out = gather_roi_align(pooler, maps, torch.zeros(2, 0, 4))
+    assert out.shape == (0, 49, maps[0].shape[1])

@@ -43,3 +43,10 @@ def test_benchmark_refuses_a_path_that_is_not_an_official_checkout(tmp_path, cap
         benchmark.main(["--official-root", str(tmp_path), "--arch", "recursivedet"])
     assert exit_info.value.code == 2
     assert "is not a checkout of the official code" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_options_the_comparison_would_ignore(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--official-root", str(tmp_path), "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "--device" in capsys.readouterr().err

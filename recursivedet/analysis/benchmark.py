@@ -220,6 +220,22 @@ def main(argv=None) -> dict:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
     args = parser.parse_args(argv)
     if args.official_root:
+        ignored = [
+            flag
+            for flag, given in (
+                ("--config-file", args.config_file),
+                ("--device", args.device),
+                ("--proposals", args.proposals),
+                ("--sizes", args.sizes),
+                ("key=value", args.opts),
+            )
+            if given
+        ]
+        if ignored:
+            parser.error(
+                f"--official-root compares the R50-FPN models of the official code on the CPU: {', '.join(ignored)} "
+                "would be ignored"
+            )
         return _side_by_side(args)
     if not args.config_file:
         parser.error("--config-file is required (or --official-root for the comparison with the official code)")

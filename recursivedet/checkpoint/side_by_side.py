@@ -575,7 +575,11 @@ class WorkerProcess:
         if self.proc.poll() is None:
             if not self.proc.stdin.closed:
                 self.proc.stdin.close()  # end of requests: the child leaves its loop and exits
-            self.proc.wait(timeout=60)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # e.g. still in a long step after the other side failed
+                self.proc.kill()
+                self.proc.wait()
         self.log.close()
 
 
@@ -654,7 +658,9 @@ def _print_report(report: dict):
             f"  head: {t['head_gflops']:.1f} GFLOPs (multiply-adds, this project's count) at "
             f"{t['head_gflop_per_s']['ours']:.1f} GFLOP/s = {100 * t['head_fraction_of_peak']['ours']:.0f}% "
             f"(official {t['head_gflop_per_s']['official']:.1f} = {100 * t['head_fraction_of_peak']['official']:.0f}%) "
-            f"of a large matmul's {peak['best']:.1f} (torch.mm {peak['torch_mm']:.1f}, oneDNN {peak['onednn']:.1f})"
+            f"of a large matmul's {peak['best']:.1f} ("
+            + ", ".join(f"{k} {v:.1f}" for k, v in peak.items() if k != "best")
+            + ")"
         )
     tr = report.get("training")
     if tr:
@@ -755,7 +761,7 @@ def main(argv=None) -> int:
             converted = convert_official_state_dict(state)
             model = build_project_model(args.arch, args.proposals, converted, args.dtype, dense_roi_pe)
             ours = run_project_model(model, images)
-            timing = None
+            timing, parts = None, {}
             if args.timing_runs > 0:
                 load_before = _load_average()
                 parts = project_timing_parts(model, images[0])
@@ -771,7 +777,7 @@ def main(argv=None) -> int:
             timing["matmul_peak"] = matmul_peak_gflops(torch.device("cpu"))
         training = None
         if args.train_runs > 0 and args.dtype == "float32":
-            del model  # its memory plays no part in the training workers, but keep the machine's free
+            del model, parts  # not needed by the training workers: leave the machine's memory to them
             training = compare_training(args, work, converted)
 
     report = {
@@ -823,7 +829,7 @@ def main(argv=None) -> int:
     _print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if agree else 1
+    return 0 if report["agree"] else 1
 
 
 if __name__ == "__main__":

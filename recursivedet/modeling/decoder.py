@@ -107,6 +107,14 @@ class RecursiveDecoder(nn.Module):
             return self.first_stage_dynamic_passes
         return self.dynamic_passes
 
+    @property
+    def feature_memory_format(self) -> torch.memory_format:
+        """The layout in which the decoder reads FPN maps fastest: channels-last for the gathered RoIAlign,
+        the standard one for torchvision's roi_align (which would copy channels-last maps in every stage)."""
+        if self.gather_roi_align and fixed_grid_roi_align(self.pooler):
+            return torch.channels_last
+        return torch.contiguous_format
+
     def pool(self, features, pixel_boxes: torch.Tensor) -> torch.Tensor:
         """(B * N, S, c) RoI features of (B, N, 4) pixel boxes on the FPN maps (see ``gather_roi_align``)."""
         return pool_roi_features(self.pooler, features, pixel_boxes, self.gather_roi_align)

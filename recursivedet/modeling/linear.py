@@ -43,6 +43,7 @@ class _OneDNNLinear(torch.autograd.Function):
         return _onednn(x, weight, bias)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # no double backward: fail loudly, never silently
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad
@@ -50,6 +51,13 @@ class _OneDNNLinear(torch.autograd.Function):
         grad_weight = _onednn(grad.t(), x.t(), None) if need_weight else None  # dY^T X
         grad_bias = grad.sum(0) if ctx.has_bias and need_bias else None
         return grad_x, grad_weight, grad_bias
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # PyTorch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -60,7 +68,7 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.numel() > 0
-        and not torch.is_autocast_enabled("cpu")
+        and not _cpu_autocast()
         and not torch.jit.is_scripting()
         and not torch.jit.is_tracing()
     )

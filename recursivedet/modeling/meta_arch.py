@@ -50,7 +50,7 @@ class RecursiveDet(nn.Module):
             (a regular grid of cells over the image, Sparse R-CNN's 'Grid' initialisation, Table 6 of
             its paper), which gives the first stage distinct boxes to start from.
         channels_last: run the backbone in channels-last memory format (its convolutions are then faster on
-            CPUs and on GPUs with tensor cores). The decoder reads its maps in that format in any case.
+            CPUs and on GPUs with tensor cores). The decoder receives the maps in the layout it reads fastest.
             Same results up to float rounding.
         fold_frozen_batchnorm: apply the backbone's frozen batch norms as part of the convolutions before
             them (:mod:`~recursivedet.modeling.backbone.folded_norm`; same parameters, same results up to
@@ -178,10 +178,11 @@ class RecursiveDet(nn.Module):
         return self.backbone(images.tensor)
 
     def decoder_inputs(self, images: ImageList, feature_maps: dict[str, torch.Tensor]):
-        """The decoder's positional arguments: FPN maps in pooler order (channels-last, which the gathered
-        RoIAlign reads), initial boxes (B, N, 4) and proposal features (B, N, c), image sizes whwh (B, 4) and
-        the PE extents (or None)."""
-        features = [feature_maps[f].contiguous(memory_format=torch.channels_last) for f in self.in_features]
+        """The decoder's positional arguments: FPN maps in pooler order (in the decoder's
+        ``feature_memory_format``), initial boxes (B, N, 4) and proposal features (B, N, c), image sizes whwh
+        (B, 4) and the PE extents (or None)."""
+        layout = self.decoder.feature_memory_format
+        features = [feature_maps[f].contiguous(memory_format=layout) for f in self.in_features]
         extents = self.position_extents(images.image_sizes) if self.decoder.uses_image_pe else None
         b = len(images)
         boxes = self.init_proposal_boxes.weight[None].expand(b, -1, -1)

@@ -5,8 +5,10 @@ c values H x W apart, and the CPU kernel runs on one thread. In channels-last la
 are one contiguous row, so a pooled bin is a weighted sum of rows: the four neighbours of each of its
 sampling points, with RoIAlign's bilinear weights. ``F.embedding_bag`` computes such sums in one call (and
 its backward scatters the gradient back onto the map). The sampling positions and weights below follow
-torchvision's kernel operation by operation (ROIAlign and ROIAlignV2, a fixed sampling grid), so the result
-equals ``ROIPooler`` up to the order of the float additions; the tests compare values and gradients.
+torchvision's kernel operation by operation (ROIAlign and ROIAlignV2, a fixed sampling grid), so in float32
+and float64 the result equals ``ROIPooler`` up to the order of the float additions (the tests compare values
+and gradients); under autocast the sampling points stay float32 (ROIPooler rounds the boxes to half
+precision).
 
 :func:`roi_sampling` is shared with the closed-form RoI positional encoding
 (:mod:`recursivedet.modeling.roi_position_encoding`), which samples the same points.
@@ -45,7 +47,6 @@ class RoISampling:
     """Where RoIAlign samples M boxes: the FPN level of each box and its points along y and x."""
 
     levels: torch.Tensor  # (M,) int64, index into the pooler's levels
-    map_sizes: torch.Tensor  # (M, 2) height and width of the box's level map
     y: AxisSamples
     x: AxisSamples
     grid: int  # G, points per bin along each axis
@@ -100,7 +101,7 @@ def roi_sampling(pooler: ROIPooler, boxes: torch.Tensor, map_sizes) -> RoISampli
     grid = first.sampling_ratio
     y = _axis_samples(start[:, 1], height / res_h, grid, res_h, sizes[:, 0])
     x = _axis_samples(start[:, 0], width / res_w, grid, res_w, sizes[:, 1])
-    return RoISampling(levels, sizes, y, x, grid)
+    return RoISampling(levels, y, x, grid)
 
 
 def _level_bags(sampling: RoISampling, rows: torch.Tensor, image: torch.Tensor, width: int, height: int):
@@ -136,8 +137,9 @@ def gather_roi_align(pooler: ROIPooler, features: list[torch.Tensor], pixel_boxe
         (B * N, R_h * R_w, c) pooled features, bins row-major (``pooler(...).flatten(2).transpose(1, 2)``).
     """
     b, n, _ = pixel_boxes.shape
-    # As ROIPooler: detectron2's Boxes round the boxes to float32, torchvision samples in the maps' dtype
-    # (float32 under autocast).
+    # As ROIPooler in float32 and float64: detectron2's Boxes round the boxes to float32, torchvision samples
+    # in the maps' dtype. With half-precision maps (autocast) the points stay float32 here, where ROIPooler
+    # rounds the boxes to the maps' dtype; the bilinear weights then meet the maps in their dtype.
     dtype = torch.promote_types(features[0].dtype, torch.float32)
     boxes = pixel_boxes.reshape(b * n, 4).float().to(dtype)
     sampling = roi_sampling(pooler, boxes, [f.shape[-2:] for f in features])
@@ -153,7 +155,7 @@ def gather_roi_align(pooler: ROIPooler, features: list[torch.Tensor], pixel_boxe
         index, weight = _level_bags(sampling, rows, image, width, height)
         pooled.append(F.embedding_bag(index, table, mode="sum", per_sample_weights=weight.to(table.dtype)))
         order.append(rows)
-    out = torch.cat(pooled).view(b * n, bins, -1)
+    out = torch.cat(pooled).view(b * n, bins, features[0].shape[1])
     if len(features) == 1:
         return out
     return out[torch.argsort(torch.cat(order))]
