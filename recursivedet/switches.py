@@ -35,6 +35,11 @@ PAPER_SWITCHES = [
         "inverse-sigmoid (RecursiveDet code) or deltas (Sparse R-CNN code)",
         "model.decoder.stage.box_refinement=sigmoid|deltas",
     ),
+    (
+        "L1 box coordinates",
+        "(cx, cy, w, h) (RecursiveDet code) or (x1, y1, x2, y2) (Sparse R-CNN code)",
+        "model.criterion.l1_box_format=cxcywh|xyxy",
+    ),
     ("box-delta init", "xavier (official) or zero (identity start)", "model.decoder.box_delta_init=zero"),
     (
         "initial proposal boxes",
