@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from recursivedet.analysis import benchmark
-from recursivedet.checkpoint.side_by_side import interleaved_timing, training_batch
+from recursivedet.analysis.benchmark import training_batch
+from recursivedet.checkpoint.side_by_side import interleaved_timing
 
 
 def test_timing_alternates_the_two_sides_abba_after_one_warm_up_each():

@@ -49,6 +49,9 @@ model = L(RecursiveDet)(
         first_stage_dynamic_passes=None,
         box_delta_init="xavier",
         prior_prob=0.01,
+        # Same numbers, computed faster (False: the official code's way): see README "Performance".
+        analytic_roi_pe=True,
+        gather_roi_align=True,
     ),
     # The official Sparse R-CNN code takes the L1 loss and cost on normalised (x1, y1, x2, y2).
     criterion=L(SetCriterion)(
@@ -62,5 +65,7 @@ model = L(RecursiveDet)(
     pixel_std=[58.395, 57.120, 57.375],
     input_format="RGB",
     proposal_box_init="image",
+    channels_last=True,  # the backbone's memory format; same numbers
+    fold_frozen_batchnorm=True,  # frozen batch norms applied inside the convolutions; same numbers
     rego=None,  # REGO refinement after the decoder: configs/models/recursivedet_rego.py
 )

@@ -76,14 +76,35 @@ def _image(h: int, w: int, device, seed: int = 0) -> dict:
     }
 
 
-def _training_input(h: int, w: int, num_boxes: int, num_classes: int, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w, h]) * 0.7
-    wh = (torch.rand(num_boxes, 2, generator=g) * 0.25 + 0.05) * torch.tensor([w, h])
-    inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
-    inst.gt_classes = torch.randint(0, num_classes, (num_boxes,), generator=g)
-    return {**_image(h, w, "cpu", seed), "instances": inst}
+def training_batch(seed: int, num_images: int, size: tuple[int, int], num_boxes: int = 5, num_classes: int = 80):
+    """Random images with random ground truth, as plain tensors: (image uint8 (3, H, W), boxes (G, 4) pixel
+    xyxy, classes (G,)) per image."""
+    g = torch.Generator().manual_seed(seed + 2)
+    h, w = size
+    batch = []
+    for _ in range(num_images):
+        xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w, h]) * 0.7
+        wh = (torch.rand(num_boxes, 2, generator=g) * 0.25 + 0.05) * torch.tensor([w, h])
+        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        batch.append((image, torch.cat([xy, xy + wh], dim=1), torch.randint(0, num_classes, (num_boxes,), generator=g)))
+    return batch
+
+
+def detectron2_inputs(batch) -> list[dict]:
+    """:func:`training_batch` as detectron2 training inputs (dicts with "image" and "instances")."""
+    inputs = []
+    for image, boxes, classes in batch:
+        instances = Instances(tuple(image.shape[-2:]))
+        instances.gt_boxes = Boxes(boxes)
+        instances.gt_classes = classes
+        inputs.append({"image": image, "height": image.shape[-2], "width": image.shape[-1], "instances": instances})
+    return inputs
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
 def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep, sizes_sweep) -> dict:
@@ -115,7 +136,7 @@ def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep
 
     model.train()
     num_classes = model.decoder.stages[0].class_logits.out_features
-    batch = [_training_input(*train_size, 5, num_classes, seed=i) for i in range(train_batch)]
+    batch = detectron2_inputs(training_batch(0, train_batch, train_size, num_classes=num_classes))
     # The config's optimizer and gradient clipping, as train_net.py runs them.
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -136,8 +157,8 @@ def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep
     result["train_batch"] = [train_batch, *train_size]
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:  # the process's peak resident memory (KiB on Linux)
-        result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    else:  # the process's peak resident memory
+        result["peak_memory_mb"] = peak_memory_mb()
 
     model.eval()
     sweep = []

@@ -63,7 +63,7 @@ from unittest import mock
 
 import torch
 
-from recursivedet.analysis.benchmark import matmul_peak_gflops
+from recursivedet.analysis.benchmark import detectron2_inputs, matmul_peak_gflops, peak_memory_mb, training_batch
 from recursivedet.analysis.model_cost import flops_by_module
 
 ARCHS = ("recursivedet", "sparse_rcnn")
@@ -238,46 +238,13 @@ def _official_worker(args) -> int:
     return 0
 
 
-def training_batch(seed: int, num_images: int, size: tuple[int, int], num_boxes: int = 5, num_classes: int = 80):
-    """Random images with random ground truth, as plain tensors: (image uint8 (3, H, W), boxes (G, 4) pixel
-    xyxy, classes (G,)) per image."""
-    g = torch.Generator().manual_seed(seed + 2)
-    h, w = size
-    batch = []
-    for _ in range(num_images):
-        xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w, h]) * 0.7
-        wh = (torch.rand(num_boxes, 2, generator=g) * 0.25 + 0.05) * torch.tensor([w, h])
-        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
-        batch.append((image, torch.cat([xy, xy + wh], dim=1), torch.randint(0, num_classes, (num_boxes,), generator=g)))
-    return batch
-
-
-def _detectron2_inputs(batch) -> list[dict]:
-    from detectron2.structures import Boxes, Instances
-
-    inputs = []
-    for image, boxes, classes in batch:
-        instances = Instances(tuple(image.shape[-2:]))
-        instances.gt_boxes = Boxes(boxes)
-        instances.gt_classes = classes
-        inputs.append({"image": image, "height": image.shape[-2], "width": image.shape[-1], "instances": instances})
-    return inputs
-
-
 def _resident_mb() -> float:
     """Current resident memory of this process (Linux), else its peak so far."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
-        return _peak_mb()
-
-
-def _peak_mb() -> float:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+        return peak_memory_mb()
 
 
 def _official_trainer(root: Path):
@@ -311,7 +278,7 @@ def _train_worker(args) -> int:
         optimizer = instantiate(cfg.optimizer)
         clip = cfg.train.clip_grad if cfg.train.clip_grad.enabled else None
     model.train()
-    inputs = _detectron2_inputs(torch.load(work / "train_batch.pth"))
+    inputs = detectron2_inputs(torch.load(work / "train_batch.pth"))
     params = [p for p in model.parameters() if p.requires_grad]
     resident_before = _resident_mb()
 
@@ -327,7 +294,7 @@ def _train_worker(args) -> int:
 
     print(f"{_LOSS} {step()!r}", flush=True)  # also the first warm-up step
     _serve_timing({"train": step})
-    print(f"{_MEMORY} {_peak_mb()!r} {resident_before!r}", flush=True)
+    print(f"{_MEMORY} {peak_memory_mb()!r} {resident_before!r}", flush=True)
     return 0
 
 

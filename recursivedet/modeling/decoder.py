@@ -75,7 +75,7 @@ class RecursiveDecoder(nn.Module):
         num_feats = self.stages[0].dim // 2
         self.image_pe = ImageSinePE(num_feats)
         self.analytic_pe = None
-        self.gather_roi_align = gather_roi_align
+        self.gather_roi_align = gather_roi_align and fixed_grid_roi_align(pooler)
         if analytic_roi_pe and fixed_grid_roi_align(pooler):
             self.analytic_pe = AnalyticRoIPositionEncoding(pooler, num_feats)
         self._reset_parameters(box_delta_init, prior_prob)
@@ -111,7 +111,7 @@ class RecursiveDecoder(nn.Module):
     def feature_memory_format(self) -> torch.memory_format:
         """The layout in which the decoder reads FPN maps fastest: channels-last for the gathered RoIAlign,
         the standard one for torchvision's roi_align (which would copy channels-last maps in every stage)."""
-        if self.gather_roi_align and fixed_grid_roi_align(self.pooler):
+        if self.gather_roi_align:
             return torch.channels_last
         return torch.contiguous_format
 
