@@ -14,8 +14,10 @@ import sys
 
 import torch
 
+from recursivedet.errors import UserError
 
-class CheckpointFormatError(ValueError):
+
+class CheckpointFormatError(UserError, ValueError):
     """The checkpoint is not one the converter knows."""
 
 

@@ -23,6 +23,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.detection_utils import read_image
 
+from recursivedet.errors import UserError
+
 __all__ = ["DatasetError", "validate_coco_json", "register_coco_dataset", "read_image_checked"]
 
 # Boxes may pass the image border by this many pixels: exporters often round coordinates outwards.
@@ -31,7 +33,7 @@ _BORDER_TOLERANCE = 1.0
 _MAX_LISTED = 10
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file (annotation json or image) is missing, unreadable or inconsistent."""
 
 

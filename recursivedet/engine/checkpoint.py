@@ -5,8 +5,10 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from recursivedet.errors import UserError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 

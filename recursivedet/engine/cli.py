@@ -9,6 +9,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from recursivedet.errors import UserError
 from recursivedet.switches import switches_help
 
 # ---- --help epilog ---------------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ def argument_parser():
 
 
 # ---- checked overrides -----------------------------------------------------------------------------------
-class ConfigOverrideError(ValueError):
+class ConfigOverrideError(UserError, ValueError):
     """An override names a key that does not exist or gives a value of the wrong type."""
 
 

@@ -30,12 +30,14 @@ from detectron2.data.build import trivial_batch_collator
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
+from recursivedet.errors import UserError
+
 from .hooks import derived_seed
 
 logger = logging.getLogger(__name__)
 
 
-class DatasetNotFoundError(KeyError):
+class DatasetNotFoundError(UserError, KeyError):
     """A dataset name that is not registered."""
 
     def __str__(self):  # KeyError would print the message with quotes

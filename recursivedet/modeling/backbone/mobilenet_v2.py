@@ -47,6 +47,8 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
 
+from recursivedet.errors import UserError
+
 __all__ = [
     "MOBILENET_V2_PIXEL_MEAN",
     "MOBILENET_V2_PIXEL_STD",
@@ -86,7 +88,7 @@ _STAGE_NAMES = tuple(s[0] for s in _STAGES)
 _NORMS = ("FrozenBN", "BN", "SyncBN")
 
 
-class MobileNetV2WeightsNotFoundError(FileNotFoundError):
+class MobileNetV2WeightsNotFoundError(UserError, FileNotFoundError):
     """The ImageNet weights package is not installed (or its weight file is missing)."""
 
 
