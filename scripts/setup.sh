@@ -37,7 +37,7 @@ fi
 # Nothing to do when the environment already matches this checkout's requirements.
 STAMP_DIR="$("$PY" -c 'import sys; print(sys.prefix)')"
 STAMP="$STAMP_DIR/.recursivedet-setup"
-FINGERPRINT="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | cksum | cut -d' ' -f1)"
+FINGERPRINT="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/scripts/setup.sh" | cksum | cut -d' ' -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$FINGERPRINT" ]] \
   && "$PY" -c 'import torch, torchvision, detectron2, recursivedet' 2>/dev/null; then
   say "environment up to date ($PY)"
