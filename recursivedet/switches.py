@@ -2,8 +2,9 @@
 
 Each entry: (factor, paper term, override(s) on the command line). Apply them to any config, e.g.
 ``python train_net.py --config-file configs/recursivedet_R50_100pro_3x.py model.decoder.stage_sharing=all``.
-The REGO switches (paper 2, REGO, CVPR 2022) merge into ``model.rego``: on a config without REGO they add it
-with the other settings at their defaults; ``model.rego=null`` removes it.
+The REGO switches (paper 2, REGO, CVPR 2022) set ``model.rego``, present in every config with 0 stages (off):
+``model.rego.num_stages=3`` adds REGO to any config, ``model.rego.num_stages=0`` removes it; the other REGO
+switches act when it has stages.
 """
 
 PAPER_SWITCHES = [
@@ -46,18 +47,18 @@ PAPER_SWITCHES = [
         "whole image (official) or a grid (Sparse R-CNN 'Grid')",
         "model.proposal_box_init=grid",
     ),
-    ("REGO glimpse stages", "REGO: K stages, alpha = (K, ..., 1) (REGO Sec. 4, Table 2)", "model.rego={num_stages:3}"),
-    ("REGO glimpse scale", "scale of every alpha (REGO Table 3)", "model.rego={glimpse_scale:1.5}"),
-    ("REGO enlargement ratios", "alpha of REGO Eq. 7 (Sec. 5.3: 1, 1, 1)", "model.rego={alphas:[1,1,1]}"),
+    ("REGO glimpse stages", "REGO: K stages, alpha = (K, ..., 1) (REGO Sec. 4, Table 2)", "model.rego.num_stages=3"),
+    ("REGO glimpse scale", "scale of every alpha (REGO Table 3)", "model.rego.glimpse_scale=1.5"),
+    ("REGO enlargement ratios", "alpha of REGO Eq. 7 (Sec. 5.3: 1, 1, 1)", "model.rego.alphas=[1,1,1]"),
     (
         "REGO auxiliary losses",
         "losses on each REGO stage's earlier layers (REGO Sec. 4.3; unweighted in the official code)",
-        "model.rego={aux_losses:true}",
+        "model.rego.aux_losses=True",
     ),
     (
         "REGO at inference",
         "trained with REGO, inferred without (REGO Appendix A.2, Table 4)",
-        "model.rego={at_inference:false}",
+        "model.rego.at_inference=False",
     ),
 ]
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import LazyConfig
-from model_factory import make_input, tiny_model
+from detectron2.config import LazyConfig, instantiate
+from model_factory import make_input, tiny_config, tiny_model
 
 from recursivedet.modeling.box_utils import cxcywh_to_xyxy, image_whwh
 from recursivedet.modeling.rego import enlarge_boxes, glimpse_ratios
@@ -78,8 +78,9 @@ def test_ratios_follow_stages_scale_and_explicit_alphas():
     assert glimpse_ratios(3, 2.0, [1, 1, 1]) == [2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="one ratio per stage"):
         glimpse_ratios(4, 1.0, [1, 1, 1])
-    with pytest.raises(ValueError, match="at least one stage"):
-        glimpse_ratios(0)
+    assert glimpse_ratios(0) == []  # REGO off
+    with pytest.raises(ValueError, match="must be >= 0"):
+        glimpse_ratios(-1)
 
 
 def test_stages_pool_glimpses_of_the_previous_boxes_enlarged_by_their_alpha():
@@ -115,7 +116,7 @@ def test_rego_configs_give_the_rows_of_tables_2_and_3():
         assert cfg.model.num_proposals == 100 and cfg.model.decoder.stage_sharing == "all_but_first"
     cfg = LazyConfig.load(str(CONFIGS / "rego" / "appendix_table4_without_rego_at_inference.py"))
     assert not cfg.model.rego.at_inference and cfg.model.rego.num_stages == 3
-    assert LazyConfig.load(str(CONFIGS / "recursivedet_R50_100pro_3x.py")).model.rego is None
+    assert LazyConfig.load(str(CONFIGS / "recursivedet_R50_100pro_3x.py")).model.rego.num_stages == 0
 
 
 def test_no_gradient_reaches_the_previous_boxes():
@@ -196,7 +197,7 @@ def test_rego_parameters_scale_with_stages():
     host = sum(p.numel() for p in tiny_model("recursivedet").parameters())
     counts = []
     for k in range(1, 5):
-        model = tiny_model("recursivedet", **{"rego": {"num_stages": k}})
+        model = tiny_model("recursivedet", **{"rego.num_stages": k})
         rego = model.rego
         counts.append(sum(p.numel() for p in rego.parameters()))
         assert len(rego.stages) == k and sum(p.numel() for p in model.parameters()) == host + counts[-1]
@@ -224,3 +225,16 @@ def test_tiny_model_with_rego_overfits_two_images():
         history.append((loss.item(), sum(v.item() for k, v in losses.items() if "_rego" in k)))
     (first, first_rego), (last, last_rego) = history[0], history[-1]
     assert last < 0.5 * first and last_rego < 0.5 * first_rego, history
+
+
+def test_rego_node_of_every_config_is_off_until_given_stages_and_takes_the_decoder_sizes():
+    cfg = tiny_config("recursivedet")
+    assert instantiate(cfg.model).rego is None  # 0 stages: no REGO module, no parameters
+    cfg.model.rego.num_stages = 2  # what the README's model.rego.num_stages=2 override does
+    model = instantiate(cfg.model)
+    stage = cfg.model.decoder.stage
+    assert model.rego.num_stages == 2 and model.rego.dim == stage.dim
+    assert model.rego.stages[0].class_logits.out_features == stage.num_classes
+    cfg.model.rego.dim = stage.dim * 2
+    with pytest.raises(ValueError, match="must equal the decoder width"):
+        instantiate(cfg.model)

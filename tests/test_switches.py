@@ -28,6 +28,8 @@ def test_each_switch_builds_a_working_model(override):
     cfg.model.backbone = TinyBackbone(32)
     stage = cfg.model.decoder.stage
     stage.dim, stage.num_heads, stage.ffn_dim, stage.dynamic_dim, stage.num_classes = 32, 4, 64, 8, 3
+    if key.startswith("model.rego."):  # REGO's other switches act on a model with REGO stages
+        cfg.model.rego.num_stages = 3
     for value in values.split("|"):
         cfg = LazyConfig.apply_overrides(cfg, [f"{key}={value}"])
         model = instantiate(cfg.model).eval()

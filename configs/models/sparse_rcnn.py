@@ -7,7 +7,13 @@ from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.poolers import ROIPooler
 
-from recursivedet.modeling import RecursiveDecoder, RecursiveDet, SetCriterion
+from recursivedet.modeling import (
+    HungarianMatcher,
+    RecurrentGlimpseDecoder,
+    RecursiveDecoder,
+    RecursiveDet,
+    SetCriterion,
+)
 
 model = L(RecursiveDet)(
     backbone=L(FPN)(
@@ -54,8 +60,22 @@ model = L(RecursiveDet)(
         gather_roi_align=True,
     ),
     # The official Sparse R-CNN code takes the L1 loss and cost on normalised (x1, y1, x2, y2).
+    # The matching cost equals the loss (paper Sec. 3.1): the matcher takes the criterion's weights.
     criterion=L(SetCriterion)(
-        class_weight=2.0, l1_weight=5.0, giou_weight=2.0, focal_alpha=0.25, focal_gamma=2.0, l1_box_format="xyxy"
+        class_weight=2.0,
+        l1_weight=5.0,
+        giou_weight=2.0,
+        focal_alpha=0.25,
+        focal_gamma=2.0,
+        l1_box_format="xyxy",
+        matcher=L(HungarianMatcher)(
+            class_weight="${..class_weight}",
+            l1_weight="${..l1_weight}",
+            giou_weight="${..giou_weight}",
+            focal_alpha="${..focal_alpha}",
+            focal_gamma="${..focal_gamma}",
+            l1_box_format="${..l1_box_format}",
+        ),
     ),
     in_features=["p2", "p3", "p4", "p5"],
     num_proposals=100,
@@ -67,5 +87,23 @@ model = L(RecursiveDet)(
     proposal_box_init="image",
     channels_last=True,  # the backbone's memory format; same numbers
     fold_frozen_batchnorm=True,  # frozen batch norms applied inside the convolutions; same numbers
-    rego=None,  # REGO refinement after the decoder: configs/models/recursivedet_rego.py
+    # REGO refinement after the decoder (REGO, CVPR 2022), off with 0 stages: model.rego.num_stages=3 adds it
+    # (configs/models/recursivedet_rego.py). Width, classes, heads, FFN and glimpse size follow the decoder, as
+    # the official REGO code takes them from its host transformer.
+    rego=L(RecurrentGlimpseDecoder)(
+        num_stages=0,  # K (REGO Table 2)
+        glimpse_scale=1.0,  # multiplies every alpha (Table 3)
+        alphas=None,  # None: (K, ..., 2, 1) (Sec. 4.3); e.g. [1, 1, 1] for Sec. 5.3's ablation
+        num_layers=2,  # decoder layers per stage (Sec. 4.3)
+        dim="${..decoder.stage.dim}",
+        num_classes="${..decoder.stage.num_classes}",
+        num_heads="${..decoder.stage.num_heads}",
+        ffn_dim="${..decoder.stage.ffn_dim}",
+        dropout="${..decoder.stage.dropout}",
+        pooler_resolution="${..decoder.pooler.output_size}",
+        glimpse_groups=4,  # groups of the glimpse conv (official code)
+        aux_losses=False,  # losses on each stage's earlier layers: see RecurrentGlimpseDecoder
+        at_inference=True,  # False: trained with REGO, inferred without (Appendix A.2, Table 4)
+        prior_prob=0.01,
+    ),
 )

@@ -6,7 +6,7 @@ from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from .box_utils import cxcywh_to_xyxy
-from .matcher import HungarianMatcher, l1_coordinates
+from .matcher import L1_BOX_FORMATS, HungarianMatcher, l1_coordinates
 
 
 class SetCriterion(nn.Module):
@@ -30,11 +30,14 @@ class SetCriterion(nn.Module):
         l1_box_format: str = "cxcywh",
     ):
         super().__init__()
-        # The paper's matching cost equals the loss: by default the matcher takes the same weights.
+        # The paper's matching cost equals the loss: without a matcher, one with the same weights (the configs
+        # give the matcher as a node whose weights point at these).
         self.matcher = matcher or HungarianMatcher(
             class_weight, l1_weight, giou_weight, focal_alpha, focal_gamma, l1_box_format
         )
-        self.l1_box_format = self.matcher.l1_box_format
+        if l1_box_format not in L1_BOX_FORMATS:
+            raise ValueError(f"l1_box_format must be one of {L1_BOX_FORMATS}, got {l1_box_format!r}")
+        self.l1_box_format = l1_box_format
         self.class_weight = class_weight
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight

@@ -2,7 +2,6 @@
 REGO refinement, criterion and inference, registered in detectron2's ``META_ARCH_REGISTRY``."""
 
 import math
-from collections.abc import Mapping
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postprocess
@@ -13,7 +12,7 @@ from .backbone.folded_norm import fold_frozen_batchnorm as fold_frozen_bn
 from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
 from .criterion import SetCriterion
 from .decoder import RecursiveDecoder
-from .rego import build_rego
+from .rego import RecurrentGlimpseDecoder
 
 
 def initial_boxes(kind: str, num: int) -> torch.Tensor:
@@ -55,10 +54,8 @@ class RecursiveDet(nn.Module):
         fold_frozen_batchnorm: apply the backbone's frozen batch norms as part of the convolutions before
             them (:mod:`~recursivedet.modeling.backbone.folded_norm`; same parameters, same results up to
             float rounding).
-        rego: None (no REGO) or the keyword arguments of REGO's
-            :class:`~recursivedet.modeling.rego.RecurrentGlimpseDecoder` (num_stages, glimpse_scale, alphas,
-            aux_losses, at_inference, ...), run after the decoder on its last boxes and object features;
-            sizes not given follow the decoder.
+        rego: REGO's :class:`~recursivedet.modeling.rego.RecurrentGlimpseDecoder`, run after the decoder on
+            its last boxes and object features; None or one with 0 stages: no REGO.
     """
 
     def __init__(
@@ -77,7 +74,7 @@ class RecursiveDet(nn.Module):
         proposal_box_init: str = "image",
         channels_last: bool = True,
         fold_frozen_batchnorm: bool = True,
-        rego: Mapping | None = None,
+        rego: RecurrentGlimpseDecoder | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -103,7 +100,9 @@ class RecursiveDet(nn.Module):
             self.init_proposal_boxes.weight.copy_(initial_boxes(proposal_box_init, num_proposals))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
-        self.rego = None if rego is None else build_rego(decoder, rego)
+        if rego is not None and rego.num_stages and rego.dim != dim:
+            raise ValueError(f"REGO's width {rego.dim} must equal the decoder width {dim} (model.rego.dim)")
+        self.rego = rego if rego is not None and rego.num_stages else None
         self.channels_last = channels_last
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)

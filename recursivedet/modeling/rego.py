@@ -30,7 +30,7 @@ describes it, and it is not used here.
 """
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -42,13 +42,13 @@ from .mlp import MLP
 
 def glimpse_ratios(num_stages: int, glimpse_scale: float = 1.0, alphas: Sequence[float] | None = None) -> list[float]:
     """Enlargement ratios alpha(1..K) (REGO Sec. 4.3): (K, ..., 2, 1) unless given, times the glimpse scale
-    of Table 3 (e.g. K = 3 at 2x: 6, 4, 2)."""
-    if num_stages < 1:
-        raise ValueError(f"REGO needs at least one stage, got num_stages={num_stages}")
+    of Table 3 (e.g. K = 3 at 2x: 6, 4, 2). K = 0 (no REGO) gives none."""
+    if num_stages < 0:
+        raise ValueError(f"REGO's number of stages must be >= 0, got num_stages={num_stages}")
     base = list(range(num_stages, 0, -1)) if alphas is None else [float(a) for a in alphas]
     if len(base) != num_stages:
         raise ValueError(f"REGO alphas {base} must give one ratio per stage ({num_stages})")
-    if glimpse_scale <= 0 or min(base) <= 0:
+    if glimpse_scale <= 0 or min(base, default=1) <= 0:
         raise ValueError(f"REGO ratios must be positive, got alphas={base}, glimpse_scale={glimpse_scale}")
     return [float(a * glimpse_scale) for a in base]
 
@@ -153,7 +153,8 @@ class RecurrentGlimpseDecoder(nn.Module):
         dim: model width c (the decoder's: its object features are H_dec(0), the FPN maps give glimpses).
         num_classes: object classes. num_heads, ffn_dim, dropout: of the glimpse decoder layers.
         pooler_resolution: RoIAlign output size of the pooler that extracts glimpses (7).
-        num_stages: K (Table 2; 3 by default).
+        num_stages: K (Table 2; 3 by default). 0: no REGO, the meta-architecture then runs without it
+            (so every config can carry the REGO node with its sizes, and ``model.rego.num_stages=3`` adds it).
         glimpse_scale: multiplies every ratio (Table 3; 1.0).
         alphas: per-stage ratios before the glimpse scale; None = (K, ..., 2, 1) (Sec. 4.3).
         num_layers: decoder layers per stage (2, Sec. 4.3).
@@ -189,6 +190,7 @@ class RecurrentGlimpseDecoder(nn.Module):
         if num_layers < 1:
             raise ValueError(f"REGO needs at least one decoder layer per stage, got num_layers={num_layers}")
         self.alphas = glimpse_ratios(num_stages, glimpse_scale, alphas)
+        self.dim = dim
         self.resolution = pooler_resolution
         self.stages = nn.ModuleList(
             GlimpseStage(
@@ -253,26 +255,3 @@ class RecurrentGlimpseDecoder(nn.Module):
             outputs.append(layer_outputs)
             boxes = layer_outputs[-1][1]
         return outputs
-
-
-def host_settings(decoder) -> dict:
-    """REGO's sizes taken from the host decoder, as the official code takes them from its host transformer:
-    width, classes, heads, FFN width, dropout and the pooler's output size."""
-    stage = decoder.stages[0]
-    return dict(
-        dim=stage.dim,
-        num_classes=stage.class_logits.out_features,
-        num_heads=stage.self_attn.num_heads,
-        ffn_dim=stage.linear1.out_features,
-        dropout=stage.dropout.p,
-        pooler_resolution=decoder.pooler.output_size[0],
-    )
-
-
-def build_rego(decoder, settings: Mapping) -> RecurrentGlimpseDecoder:
-    """A :class:`RecurrentGlimpseDecoder` for ``decoder`` from the config's ``model.rego`` keywords; sizes not
-    given follow the decoder (the width always does: the decoder's object features are its input)."""
-    kwargs = {**host_settings(decoder), **settings}
-    if kwargs["dim"] != decoder.stages[0].dim:
-        raise ValueError(f"REGO's width must equal the decoder width {decoder.stages[0].dim}, got {kwargs['dim']}")
-    return RecurrentGlimpseDecoder(**kwargs)
