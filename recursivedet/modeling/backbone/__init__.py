@@ -1,12 +1,10 @@
-"""Backbones. Importing this package registers ``build_mobilenet_v2_fpn_backbone`` in detectron2's
-``BACKBONE_REGISTRY``."""
+"""Backbones beyond detectron2's, built from LazyConfig nodes."""
 
 from .mobilenet_v2 import (
     MOBILENET_V2_PIXEL_MEAN,
     MOBILENET_V2_PIXEL_STD,
     MobileNetV2Backbone,
     MobileNetV2WeightsNotFoundError,
-    add_mobilenet_v2_config,
     build_mobilenet_v2_fpn_backbone,
     load_mobilenet_v2_imagenet_weights,
     mobilenet_v2_imagenet_weights_path,
@@ -17,7 +15,6 @@ __all__ = [
     "MOBILENET_V2_PIXEL_STD",
     "MobileNetV2Backbone",
     "MobileNetV2WeightsNotFoundError",
-    "add_mobilenet_v2_config",
     "build_mobilenet_v2_fpn_backbone",
     "load_mobilenet_v2_imagenet_weights",
     "mobilenet_v2_imagenet_weights_path",

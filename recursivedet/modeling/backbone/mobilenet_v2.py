@@ -26,8 +26,6 @@ LazyConfig::
 or, keeping detectron2's ``FPN`` node of a ResNet-FPN config and swapping only its bottom-up network::
 
     model.backbone.bottom_up = L(MobileNetV2Backbone)(out_features=["res2", "res3", "res4", "res5"], freeze_at=2)
-
-yacs: ``add_mobilenet_v2_config(cfg)`` then ``cfg.MODEL.BACKBONE.NAME = "build_mobilenet_v2_fpn_backbone"``.
 """
 
 from __future__ import annotations
@@ -41,9 +39,8 @@ from pathlib import Path
 
 import torch
 import torchvision
-from detectron2.config import CfgNode, configurable
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
+from detectron2.modeling.backbone import FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
 
@@ -55,7 +52,6 @@ __all__ = [
     "WEIGHTS_DISTRIBUTION",
     "MobileNetV2Backbone",
     "MobileNetV2WeightsNotFoundError",
-    "add_mobilenet_v2_config",
     "build_mobilenet_v2_fpn_backbone",
     "load_mobilenet_v2_imagenet_weights",
     "mobilenet_v2_imagenet_weights_path",
@@ -262,38 +258,6 @@ class MobileNetV2Backbone(Backbone):
         return outputs
 
 
-def add_mobilenet_v2_config(cfg: CfgNode) -> CfgNode:
-    """Add ``MODEL.MOBILENET_V2`` (NORM, PRETRAINED, TOP_BLOCK) to a yacs config, for the registered builder.
-
-    The FPN options come from detectron2's ``MODEL.FPN`` (IN_FEATURES, default all of res2-res5;
-    OUT_CHANNELS; NORM; FUSE_TYPE) and the freezing from ``MODEL.BACKBONE.FREEZE_AT``.
-    """
-    cfg.MODEL.MOBILENET_V2 = CfgNode()
-    cfg.MODEL.MOBILENET_V2.NORM = "FrozenBN"
-    cfg.MODEL.MOBILENET_V2.PRETRAINED = True
-    # LastLevelMaxPool's p6 (stride 64), as detectron2's build_resnet_fpn_backbone always adds.
-    cfg.MODEL.MOBILENET_V2.TOP_BLOCK = True
-    return cfg
-
-
-def _fpn_from_config(cfg: CfgNode, input_shape: ShapeSpec | None = None) -> dict:
-    if input_shape is not None and input_shape.channels not in (None, 3):
-        raise ValueError(f"MobileNetV2 takes 3-channel RGB input, MODEL.PIXEL_MEAN has {input_shape.channels}")
-    own = cfg.MODEL.get("MOBILENET_V2", None) or add_mobilenet_v2_config(cfg.clone()).MODEL.MOBILENET_V2
-    return {
-        "in_features": list(cfg.MODEL.FPN.IN_FEATURES) or ["res2", "res3", "res4", "res5"],
-        "out_channels": cfg.MODEL.FPN.OUT_CHANNELS,
-        "fpn_norm": cfg.MODEL.FPN.NORM,
-        "fuse_type": cfg.MODEL.FPN.FUSE_TYPE,
-        "top_block": own.TOP_BLOCK,
-        "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
-        "norm": own.NORM,
-        "pretrained": own.PRETRAINED,
-    }
-
-
-@BACKBONE_REGISTRY.register()
-@configurable(from_config=_fpn_from_config)
 def build_mobilenet_v2_fpn_backbone(
     *,
     out_channels: int = 128,
@@ -312,8 +276,7 @@ def build_mobilenet_v2_fpn_backbone(
     ``pixel_std = [58.395, 57.12, 57.375]`` (0-255 units), H and W multiples of 32. Output:
     ``{"p<k>": (N, out_channels, H / 2**k, W / 2**k)}``.
 
-    Callable with keywords (Python, LazyConfig ``L(build_mobilenet_v2_fpn_backbone)(out_channels=64)``) or, as
-    the registered yacs backbone, with ``(cfg, input_shape)`` (see :func:`add_mobilenet_v2_config`).
+    Built from a LazyConfig node, e.g. ``L(build_mobilenet_v2_fpn_backbone)(out_channels=64)``.
 
     Args:
         out_channels: FPN width (detectron2 uses 256; 64 or 128 suit CPU-sized models).
