@@ -84,6 +84,12 @@ def _delete(key):
         (_set(["images", 0, "width"], "40"), "images[0] (id=1): width='40' is not int or float"),
         (_set(["annotations", 0, "ignore"], 1), "'ignore'=1 is not supported"),
         (_set(["annotations", 0, "image_id"], [1]), "annotations[0] (id=1): image_id=[1] is not int or str"),
+        (_set(["annotations", 0, "iscrowd"], "yes"), "annotations[0] (id=1): iscrowd='yes' must be 0 or 1"),
+        (_set(["annotations", 1, "iscrowd"], True), "annotations[1] (id=2): iscrowd=True must be 0 or 1"),
+        (_set(["annotations", 0, "iscrowd"], 2), "annotations[0] (id=1): iscrowd=2 must be 0 or 1"),
+        (_set(["categories", 1, "name"], "dog"), "categories[1] (id=7): name='dog' is also the name of id=9"),
+        (_set(["images"], []), "'images' is empty: the dataset has no images"),
+        (_set(["images", 0, "width"], 0), "images[0] (id=1): invalid width=0 (must be a positive finite number)"),
     ],
 )
 def test_invalid_json_names_file_and_culprit(mutate, expected, write_json, dataset_name, tmp_path):
@@ -134,15 +140,85 @@ def test_invalid_json_gives_position(write_json):
 
 def test_name_already_registered(write_json, dataset_name, tmp_path):
     path = write_json(_coco())
+    other = write_json(_coco(), "other.json")
     name = dataset_name()
     register_coco_dataset(name, path, tmp_path)
-    with pytest.raises(DatasetError, match=f"'{name}' is already registered .*" + re.escape(str(path))):
-        register_coco_dataset(name, path, tmp_path)
+    with pytest.raises(DatasetError) as info:
+        register_coco_dataset(name, other, tmp_path)
+    assert str(info.value) == (
+        f"dataset name '{name}' is already registered (registering {other}): its json_file is {path}, "
+        f"not {other}; register different data under another name"
+    )
+    with pytest.raises(DatasetError, match=f"its image_root is {re.escape(str(tmp_path))}, not .*images"):
+        register_coco_dataset(name, path, tmp_path / "images")
+    with pytest.raises(DatasetError, match=r"its metadata is \{\}, not \{'thing_colors': \[\[1, 2, 3\]\]\}"):
+        register_coco_dataset(name, path, tmp_path, metadata={"thing_colors": [[1, 2, 3]]})
     with pytest.raises(DatasetError, match="already registered"):
         register_coco_dataset("coco_2017_train", path, tmp_path)  # detectron2's built-in names too
     DatasetCatalog.remove(name)  # metadata of the old registration is still there
     with pytest.raises(DatasetError, match="already registered"):
         register_coco_dataset(name, path, tmp_path)
+
+
+def test_registering_the_same_files_again_does_nothing(write_json, dataset_name, tmp_path, monkeypatch):
+    """A LazyConfig that registers its datasets runs more than once in a process (train_net.py loads it twice)."""
+    path = write_json(_coco())
+    name = dataset_name()
+    colors = {"thing_colors": [[255, 0, 0], [0, 255, 0]]}
+    register_coco_dataset(name, path, tmp_path / "images", metadata=colors)
+    load = DatasetCatalog[name]
+    assert len(DatasetCatalog.get(name)) == 2  # loading adds thing_classes to the metadata
+    # the same files through a relative and an unnormalised path, and an equal (new) metadata dict
+    monkeypatch.chdir(tmp_path)
+    register_coco_dataset(name, "train.json", "images", metadata={"thing_colors": [[255, 0, 0], [0, 255, 0]]})
+    register_coco_dataset(name, tmp_path / "images" / ".." / "train.json", f"{tmp_path}/./images/", metadata=colors)
+    assert DatasetCatalog[name] is load
+    meta = MetadataCatalog.get(name)
+    assert (meta.json_file, meta.image_root, meta.thing_classes) == (
+        str(path),
+        str(tmp_path / "images"),
+        ["cat", "dog"],
+    )
+    # validate_now still validates
+    coco = _coco()
+    coco["annotations"][0]["iscrowd"] = "no"
+    write_json(coco)
+    with pytest.raises(DatasetError, match="iscrowd='no' must be 0 or 1"):
+        register_coco_dataset(name, path, tmp_path / "images", metadata=colors, validate_now=True)
+
+
+def test_invalid_image_size_is_not_reported_as_box_outside(write_json):
+    coco = _coco()
+    coco["images"][0]["width"] = 0
+    coco["images"][1].update(width=-40, height=float("nan"))
+    coco["images"].append({"id": 3, "file_name": "c.png", "width": 40, "height": float("inf")})
+    with pytest.raises(DatasetError) as info:
+        validate_coco_json(write_json(coco))
+    message = str(info.value)
+    for expected in (
+        "images[0] (id=1): invalid width=0 (must be a positive finite number)",
+        "images[1] (id=2): invalid width=-40 (must be a positive finite number)",
+        "images[1] (id=2): invalid height=nan (must be a positive finite number)",
+        "images[2] (id=3): invalid height=inf (must be a positive finite number)",
+    ):
+        assert expected in message
+    assert "outside" not in message and "4 problem(s)" in message
+
+
+def test_json_the_parser_rejects_is_a_dataset_error(write_json):
+    deep = write_json("[" * 100_000, "deep.json")
+    with pytest.raises(DatasetError, match=re.escape(str(deep)) + ": invalid json: lists or objects nested too deeply"):
+        validate_coco_json(deep)
+    long_int = write_json('{"images": [], "categories": ' + "1" * 5000 + "}", "long.json")
+    with pytest.raises(DatasetError, match=re.escape(str(long_int)) + ": invalid json: Exceeds the limit"):
+        validate_coco_json(long_int)
+    huge = _coco()
+    huge["images"][0]["width"] = 10**400  # beyond the float range
+    huge["annotations"][0]["bbox"] = [0, 0, 10**400, 1]
+    with pytest.raises(DatasetError) as info:
+        validate_coco_json(write_json(huge, "huge.json"))
+    assert "images[0] (id=1): invalid width=1000000000" in str(info.value)
+    assert "annotations[0] (id=1): bbox=[0, 0, 1000000000" in str(info.value) and "2 problem(s)" in str(info.value)
 
 
 def test_read_image_checked(tmp_path):
