@@ -3,6 +3,7 @@ or dropped, unreadable images are named; the training loader's order is reproduc
 
 import itertools
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -147,3 +148,25 @@ def test_loader_output_is_independent_of_workers_and_resumes(with_empty):
     straight = take(0, 0, 5)
     for got, expected in zip(take(2, 2, 3), straight[4:], strict=True):  # 2 workers, from iteration 2
         assert got[0] == expected[0] and torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+
+
+def test_16bit_image_reaches_the_model_scaled_not_white(sample, tmp_path):
+    """A 16-bit PNG (written by OpenCV) arrives as the 8-bit image it shows: value v as round(v / 257)."""
+    grey = np.zeros((80, 120), np.uint16)
+    grey[:, :60] = 257 * 100 + 100  # -> 100
+    grey[:, 60:] = 65535  # -> 255
+    path = tmp_path / "grey16.png"
+    assert cv2.imwrite(str(path), grey)
+    out = DetectionMapper(False, augmentations=[])(dict(sample, file_name=str(path)))
+    assert out["image"].dtype == torch.uint8 and out["image"].shape == (3, 80, 120)
+    assert (out["image"][:, :, :60] == 100).all() and (out["image"][:, :, 60:] == 255).all()
+
+
+def test_annotation_size_differs_from_the_image(sample):
+    mapper = DetectionMapper(True, augmentations=train_augmentations((64,), 160))
+    with pytest.raises(DatasetError) as info:
+        mapper(dict(sample, width=80, height=120))
+    assert str(info.value) == (
+        f"image {sample['file_name']} is 120x80 (width x height) but its annotation says width=80 height=120: "
+        "fix the json's width and height (images are read turned as their EXIF orientation says)"
+    )

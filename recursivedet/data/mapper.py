@@ -13,7 +13,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from recursivedet.data.coco_register import read_image_checked
+from recursivedet.data.coco_register import DatasetError, read_image_checked
 
 COCO_TRAIN_MIN_SIZES = tuple(range(480, 801, 32))
 
@@ -46,11 +46,26 @@ def inference_augmentations(min_size: int = 800, max_size: int = 1333) -> list[T
     return [T.ResizeShortestEdge(min_size, max_size)]
 
 
+def _check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
+    """detectron2's ``check_image_size`` (also sets height/width when absent), with a :class:`DatasetError`
+    naming the file and both sizes when the annotation's size is not the image's."""
+    try:
+        utils.check_image_size(dataset_dict, image)
+    except utils.SizeMismatchError as e:
+        h, w = image.shape[:2]
+        raise DatasetError(
+            f"image {dataset_dict['file_name']} is {w}x{h} (width x height) but its annotation says "
+            f"width={dataset_dict.get('width')!r} height={dataset_dict.get('height')!r}: fix the json's width and "
+            "height (images are read turned as their EXIF orientation says)"
+        ) from e
+
+
 class DetectionMapper(DatasetMapper):
     """detectron2's ``DatasetMapper`` for boxes: reads images with :func:`read_image_checked` (an
-    unreadable image raises an error naming its path), applies ``augmentations`` and, in training, turns
-    annotations into ``instances`` (``gt_boxes``, ``gt_classes``), dropping crowd boxes and boxes left
-    empty by the augmentations (``Boxes.nonempty``); an image without annotations gets empty instances.
+    unreadable image, or one whose size is not its annotation's, raises an error naming its path), applies
+    ``augmentations`` and, in training, turns annotations into ``instances`` (``gt_boxes``, ``gt_classes``),
+    dropping crowd boxes and boxes left empty by the augmentations (``Boxes.nonempty``); an image without
+    annotations gets empty instances.
     Test-time outputs keep the original "height"/"width" so predictions come back in image coordinates.
     """
 
@@ -60,7 +75,7 @@ class DetectionMapper(DatasetMapper):
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = read_image_checked(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)  # also sets height/width when absent
+        _check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
