@@ -340,7 +340,7 @@ _EXIF_TRANSPOSE = {
 _UINT16_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 # PIL's raw (file) modes of unsigned 16-bit samples, e.g. "I;16B", "RGB;16B" (PNG) or "RGB;16N" (TIFF).
 _UINT16_RAWMODE = re.compile(r"[A-Z]+;16[BLN]?")
-# Modes PIL cannot convert to 8 bits meaningfully (it clips them at 255), with what they hold.
+# Modes without a defined 0-255 range (PIL's conversion clips them to it), with what they hold.
 _WIDE_MODES = {"I": "32-bit integer", "F": "32-bit float"}
 
 
@@ -407,9 +407,10 @@ def read_image_checked(file_name: str | os.PathLike, format: str | None = None) 
     """``detectron2.data.detection_utils.read_image`` that raises :class:`DatasetError` naming the path, and
     reads 16-bit images correctly.
 
-    Returns an (H, W, C) uint8 array in ``format`` ("RGB", "BGR", "L", ...; None keeps the file's mode), EXIF
-    orientation applied. 16-bit images (grey "I;16", colour PNG/TIFF) are scaled to 0-255 by 1/257 (full
-    range to full range); 32-bit integer or float images are refused with a :class:`DatasetError`.
+    Returns an (H, W, C) uint8 array in ``format`` ("RGB", "BGR", "L", ...; None keeps the file's mode, a grey
+    image as (H, W)), EXIF orientation applied. 16-bit images (grey "I;16", colour PNG/TIFF) are scaled to
+    0-255 by 1/257 (full range to full range); 32-bit integer or float images are refused with a
+    :class:`DatasetError`.
     """
     file_name = os.fspath(file_name)
     try:
