@@ -19,7 +19,6 @@ folder is fixed at registration). Other sizes or seeds::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
+from iopath.common.file_io import file_lock
 from PIL import Image
 from scipy import ndimage
 from skimage import draw
