@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from recursivedet.checkpoint import CheckpointFormatError, convert_official_state_dict, detect_official_architecture
 from recursivedet.checkpoint.convert import main as convert_main
-from recursivedet.checkpoint.side_by_side import compare_image, image_sizes
+from recursivedet.errors import run_command
 from recursivedet.modeling.stage import DecoderStage
 
 CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "models"
@@ -289,49 +289,55 @@ def test_other_checkpoints_are_refused_with_a_clear_message(small):
         convert_official_state_dict(unknown)
 
 
+def run_converter(*argv: str) -> int:
+    """The converter's command line in this process, as ``python -m`` runs it: its exit status."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(lambda: convert_main(list(argv)))
+    return exit_info.value.code
+
+
 def test_cli_writes_a_checkpoint_the_model_loads(small, tmp_path, capsys):
     arch, model, official = small
     source, target = tmp_path / "official.pth", tmp_path / "converted.pth"
     torch.save({"model": official, "iteration": 1}, source)
-    assert convert_main([str(source), str(target)]) == 0
+    assert run_converter(str(source), str(target)) == 0
     assert f"configs/models/{arch}.py" in capsys.readouterr().out
-    saved = torch.load(target, weights_only=False)
+    saved = torch.load(target, weights_only=True)  # the converted file holds tensors and a string only
     assert saved["converted_from"] == arch
     fresh = instantiate(small_config(arch).model)
     fresh.load_state_dict(saved["model"], strict=True)
     assert torch.equal(fresh.init_proposal_boxes.weight, official["init_proposal_boxes.weight"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted.pth", "official.pth"]  # no temporary file
 
     bad = tmp_path / "faster_rcnn.pth"
     torch.save({"model": {"roi_heads.box_head.fc1.weight": torch.zeros(2, 2)}}, bad)
-    assert convert_main([str(bad), str(tmp_path / "never.pth")]) == 2
-    assert "error: not an official" in capsys.readouterr().err
+    assert run_converter(str(bad), str(tmp_path / "never.pth")) == 2
+    assert capsys.readouterr().err.startswith("error: not an official")
     (tmp_path / "notes.txt").write_text("not a checkpoint")
-    assert convert_main([str(tmp_path / "notes.txt"), str(tmp_path / "never.pth")]) == 2
-    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert run_converter(str(tmp_path / "notes.txt"), str(tmp_path / "never.pth")) == 2
+    err = capsys.readouterr().err
+    # was "KeyError: 101" (and a suggestion to load with weights_only=False for other bytes)
+    reason = "not a PyTorch checkpoint (the file is corrupt or of another kind; 16 bytes)"
+    assert err == f"error: cannot read checkpoint {tmp_path / 'notes.txt'}: {reason}\n"
     assert not (tmp_path / "never.pth").exists()
 
 
-def test_side_by_side_default_sizes_and_order_free_comparison():
-    sizes = image_sizes([(800, 1216)], 3)
-    assert sizes[:2] == [(800, 1216), (600, 900)]
-    assert all(h % 32 and w % 32 for h, w in sizes[1:])
-
-    g = torch.Generator().manual_seed(0)
-    h, w, stages, n, k = 60, 80, 2, 5, 3
-    logits = torch.randn(stages, n, k, generator=g)
-    boxes = torch.tensor([10.0, 10.0, 40.0, 50.0]) + torch.rand(stages, n, 4, generator=g) * 10
-    flat = logits[-1].sigmoid().flatten()
-    scores, index = flat.topk(n)
-    result = {
-        "stage_logits": logits,
-        "stage_pixel_boxes": boxes,
-        "boxes": boxes[-1][index // k],
-        "scores": scores,
-        "classes": index % k,
-    }
-    order = torch.randperm(n, generator=g)  # the official top-k is unsorted
-    shuffled = dict(result, boxes=result["boxes"][order], scores=scores[order], classes=result["classes"][order])
-    report = compare_image(result, shuffled, h, w)
-    assert report["final"]["common"] == n and report["final"]["only_in_one"] == 0
-    assert report["final"]["max_abs_score_diff"] == 0 and report["final"]["max_abs_box_diff_px"] == 0
-    assert all(s["max_abs_score_diff"] == 0 and s["max_abs_box_diff_px"] == 0 for s in report["stages"])
+def test_cli_output_folder_and_source_errors_are_one_line(small, tmp_path, capsys):
+    _, _, official = small
+    source = tmp_path / "official.pth"
+    torch.save({"model": official}, source)
+    target = tmp_path / "no_such_folder" / "converted.pth"
+    assert run_converter(str(source), str(target)) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot write {target}: its folder {target.parent} does not exist (create it first)\n"
+    )
+    assert not target.parent.exists()
+    assert run_converter(str(source), str(tmp_path)) == 2
+    assert capsys.readouterr().err == (
+        f"error: output {tmp_path} is a directory; give the path of the .pth file to write\n"
+    )
+    assert run_converter(str(tmp_path), str(tmp_path / "out.pth")) == 2
+    assert capsys.readouterr().err.startswith(f"error: checkpoint {tmp_path} is a directory, not a checkpoint file")
+    assert run_converter(str(tmp_path / "missing.pth"), str(tmp_path / "out.pth")) == 2
+    assert capsys.readouterr().err == f"error: checkpoint file {tmp_path / 'missing.pth'} does not exist\n"
+    assert not (tmp_path / "out.pth").exists()

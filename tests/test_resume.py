@@ -73,6 +73,7 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_p
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     started = re.search(r"Starting training from iteration (\d+)", resumed.stdout)
     assert started and int(started.group(1)) >= 4
+    assert not list(out.glob("*.tmp")), "a save cut by the kill leaves no temporary file after the restart"
     assert_same_weights(
         state_dict_of(out / "model_final.pth"), state_dict_of(tmp_path / "reference/output/model_final.pth")
     )
@@ -108,8 +109,10 @@ def test_resume_from_a_corrupt_or_mismatched_checkpoint_names_it(tmp_path):
     with pytest.raises(CheckpointError, match=f"checkpoint {out / 'model_final.pth'} does not fit.*another shape"):
         run_main(config, "train.max_iter=3", "model.num_proposals=12", resume=True)
     (out / "model_final.pth").write_bytes(b"\0" * 100)
-    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {out / 'model_final.pth'}"):
+    with pytest.raises(
+        CheckpointError, match=f"cannot read checkpoint {out / 'model_final.pth'}: not a PyTorch checkpoint"
+    ):
         run_main(config, "train.max_iter=3", resume=True)
     (out / "last_checkpoint").write_text("model_0000099.pth")
-    with pytest.raises(CheckpointError, match="model_0000099.pth .named by last_checkpoint. does not exist"):
+    with pytest.raises(CheckpointError, match=r"model_0000099.pth \(named by (\S*/)?last_checkpoint\) does not exist"):
         run_main(config, "train.max_iter=3", resume=True)

@@ -9,12 +9,13 @@ the checkpoint). The backbone and proposal keys are identical in both projects; 
 """
 
 import argparse
+import os
 import re
-import sys
 
 import torch
 
-from recursivedet.errors import UserError
+from recursivedet.engine.checkpoint import CheckpointError, atomic_write, load_checkpoint
+from recursivedet.errors import UserError, run_command
 
 
 class CheckpointFormatError(UserError, ValueError):
@@ -108,35 +109,46 @@ def convert_official_state_dict(state_dict: dict) -> dict:
 
 
 def load_checkpoint_file(path: str) -> dict:
-    """The state dict inside a detectron2-style checkpoint ({"model": ...}) or a bare state dict."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointFormatError(f"cannot read checkpoint {path}: {e}") from e
+    """The state dict inside a detectron2-style checkpoint ({"model": ...}) or a bare state dict. The file
+    is read with ``torch.load(weights_only=True)``: nothing it contains is executed."""
+    data = load_checkpoint(path)
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         return data["model"]
-    if isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
+    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
         return data
     raise CheckpointFormatError(f"{path} holds no state dict (expected a dict of tensors or {{'model': ...}})")
 
 
+def check_output_path(path: str) -> None:
+    """Refuse an output path that cannot be written, before the conversion. A missing folder is not
+    created: it is more often a typo than a wish for a new folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CheckpointError(f"output {path} is a directory; give the path of the .pth file to write")
+    if not os.path.isdir(folder):
+        what = "is not a directory" if os.path.exists(folder) else "does not exist"
+        raise CheckpointError(f"cannot write {path}: its folder {folder} {what} (create it first)")
+    if not os.access(folder, os.W_OK):
+        raise CheckpointError(f"cannot write {path}: no permission to write in {folder}")
+
+
 def main(argv=None) -> int:
+    """The command line; raises a :class:`~recursivedet.errors.UserError` for any problem of the input
+    (``run_command`` reports it as one ``error:`` line, exit status 2)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="official checkpoint (.pth)")
-    parser.add_argument("target", help="where to write the converted checkpoint (.pth)")
+    parser.add_argument("target", help="where to write the converted checkpoint (.pth); its folder must exist")
     args = parser.parse_args(argv)
-    try:
-        state = load_checkpoint_file(args.source)
-        arch = detect_official_architecture(state)
-        converted = convert_official_state_dict(state)
-    except CheckpointFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    torch.save({"model": converted, "converted_from": arch}, args.target)
+    check_output_path(args.target)
+    state = load_checkpoint_file(args.source)
+    arch = detect_official_architecture(state)
+    converted = convert_official_state_dict(state)
+    # atomic: a failed or interrupted write leaves no partial checkpoint behind
+    atomic_write(args.target, lambda f: torch.save({"model": converted, "converted_from": arch}, f))
     config = {"sparse_rcnn": "configs/models/sparse_rcnn.py", "recursivedet": "configs/models/recursivedet.py"}[arch]
     print(f"converted an official {arch} checkpoint ({len(converted)} tensors) to {args.target}; use it with {config}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)
