@@ -12,24 +12,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-# What a user writes, per the README: register the data in the config, set the dataset names and the number
-# of classes. train_net.py executes this file twice in one process (override check, then setup).
-USER_CONFIG = '''"""Demo model on my own COCO-format data."""
-from detectron2.config import LazyConfig
 
-from recursivedet.data import register_coco_dataset
+def readme_own_data_config() -> str:
+    """The python block of the README's "Your own data" section, as a user copies it into ``my_config.py``."""
+    section = (REPO / "README.md").read_text().split("### Your own data", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
-register_coco_dataset("my_train", {train_json!r}, {train_images!r})
-register_coco_dataset("my_val", {val_json!r}, {val_images!r})
-
-_base = LazyConfig.load({demo!r})
-model, dataloader, optimizer, lr_multiplier, train = (
-    _base[k] for k in ("model", "dataloader", "optimizer", "lr_multiplier", "train")
-)
-dataloader.train.dataset.names = "my_train"
-dataloader.test.dataset.names = "my_val"
-model.decoder.stage.num_classes = 2
-'''
 
 # A CPU run of seconds: small inputs and batches (the model is the demo's).
 SHRINK = [
@@ -42,11 +30,12 @@ SHRINK = [
 ]
 
 
-def write_coco(root: Path, name: str, num_images: int, seed: int) -> tuple[Path, Path]:
+def write_coco(root: Path, name: str, num_images: int, seed: int, area_and_iscrowd: bool = True) -> tuple[Path, Path]:
     """``num_images`` 64x48 PNGs with a drawn square (class "square") and disc (class "disc") each, and their
-    COCO json. Returns (json file, image folder)."""
+    COCO json (``root/<name>.json``, images in ``root/<name>_images``), with or without the ``area`` and
+    ``iscrowd`` fields that many exporters leave out. Returns (json file, image folder)."""
     rng = np.random.default_rng(seed)
-    images_dir = root / name
+    images_dir = root / f"{name}_images"
     images_dir.mkdir(parents=True)
     coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "disc"}]}
     for i in range(num_images):
@@ -65,19 +54,18 @@ def write_coco(root: Path, name: str, num_images: int, seed: int) -> tuple[Path,
                     "image_id": i + 1,
                     "category_id": category_id,
                     "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
                 }
+                | ({"area": box[2] * box[3], "iscrowd": 0} if area_and_iscrowd else {})
             )
     json_file = root / f"{name}.json"
     json_file.write_text(json.dumps(coco))
     return json_file, images_dir
 
 
-def run_train_net(*argv: str, env: dict) -> subprocess.CompletedProcess:
+def run_train_net(*argv: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "train_net.py"), *argv],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -86,28 +74,20 @@ def run_train_net(*argv: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_readme_recipe_for_own_coco_data_trains_and_evaluates(tmp_path):
-    train_json, train_images = write_coco(tmp_path, "train", 4, seed=0)
-    val_json, val_images = write_coco(tmp_path, "val", 2, seed=1)
+    # The README's paths are relative to the working directory: the user's project folder.
+    write_coco(tmp_path / "data", "train", 4, seed=0)
+    write_coco(tmp_path / "data", "val", 2, seed=1, area_and_iscrowd=False)
     config = tmp_path / "my_config.py"
-    config.write_text(
-        USER_CONFIG.format(
-            train_json=str(train_json),
-            train_images=str(train_images),
-            val_json=str(val_json),
-            val_images=str(val_images),
-            demo=str(REPO / "configs" / "recursivedet_shapes_demo.py"),
-        )
-    )
+    config.write_text(readme_own_data_config())
     output = tmp_path / "output"
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
-        "PYTHONPATH": str(REPO),
         "RECURSIVEDET_DATASETS": str(tmp_path / "datasets"),  # the built-in shapes are registered, not written
     }
 
-    trained = run_train_net("--config-file", str(config), *SHRINK, f"train.output_dir={output}", env=env)
+    trained = run_train_net("--config-file", str(config), *SHRINK, f"train.output_dir={output}", cwd=tmp_path, env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "already registered" not in trained.stderr
     assert (output / "model_final.pth").is_file()
@@ -119,6 +99,7 @@ def test_readme_recipe_for_own_coco_data_trains_and_evaluates(tmp_path):
         *SHRINK[2:],
         f"train.output_dir={output}",
         f"train.init_checkpoint={output / 'model_final.pth'}",
+        cwd=tmp_path,
         env=env,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
