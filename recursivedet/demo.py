@@ -4,9 +4,12 @@ evaluate it on ``shapes_val``, export predictions and a few drawings, and print 
     python -m recursivedet.demo [--output DIR] [--num-drawings 6] [key=value ...]
 
 Trailing ``key=value`` pairs override ``configs/recursivedet_shapes_demo.py`` (e.g. ``train.max_iter=100``).
+``--num-drawings 0`` skips the drawings. Exit status: 0 after a complete run, 1 if the evaluation produced no
+AP or a drawn image could not be read, 2 for a wrong argument.
 """
 
 import argparse
+import math
 import shutil
 import sys
 import time
@@ -15,27 +18,52 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
 
-from recursivedet.analysis.paper_rows import CONFIG_ROOT
 from recursivedet.engine import ConfigOverrideError, do_train, load_config
+from recursivedet.errors import run_command
 from recursivedet.export import main as export_main
+from recursivedet.export import parse_score
+from recursivedet.model_zoo import get_config_file
 
-DEMO_CONFIG = CONFIG_ROOT / "recursivedet_shapes_demo.py"
+DEMO_CONFIG = get_config_file("recursivedet_shapes_demo.py")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of ``--num-drawings``: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m recursivedet.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default="output/shapes_demo", help="output folder (output/shapes_demo)")
+    parser.add_argument(
+        "--num-drawings", type=non_negative_int, default=6, help="validation images to draw, 0 for none (6)"
+    )
+    # Sigmoid focal scores of correct detections of this small model sit around 0.3-0.5.
+    parser.add_argument("--vis-threshold", type=parse_score, default=0.3, help="draw detections from this score (0.3)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
+    return parser
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m recursivedet.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", default="output/shapes_demo", help="output folder (output/shapes_demo)")
-    parser.add_argument("--num-drawings", type=int, default=6, help="validation images to draw (6)")
-    # Sigmoid focal scores of correct detections of this small model sit around 0.3-0.5.
-    parser.add_argument("--vis-threshold", type=float, default=0.3, help="draw detections from this score (0.3)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
+    """Run the demo (``argv`` as ``sys.argv[1:]``). Returns ``{"metrics": {"bbox/AP": ..., ...}, "seconds":
+    wall time, "drawings": folder of the drawings or None, "exit_status": 0 or 1}`` (1: no AP, or an image
+    to draw could not be read; the reason is printed on stderr). Arguments are all checked before training."""
+    parser = argument_parser()
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        cfg = load_config(str(DEMO_CONFIG), [*args.opts, f"train.output_dir={args.output}"])
+        cfg = load_config(DEMO_CONFIG, [*args.opts, f"train.output_dir={args.output}"])
     except ConfigOverrideError as e:
         parser.error(str(e))
     output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        parser.error(f"--output {output} is an existing file, not a folder")
     # A fresh run each time (the demo measures training from scratch), but only ever deleting a folder that an
     # earlier demo made: anything else at that path is left alone.
     marker = output / ".recursivedet-demo"
@@ -45,36 +73,45 @@ def main(argv=None) -> dict:
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    default_setup(cfg, argparse.Namespace(config_file=str(DEMO_CONFIG), opts=args.opts, eval_only=False))
+    default_setup(cfg, argparse.Namespace(config_file=DEMO_CONFIG, opts=args.opts, eval_only=False))
 
-    trainer = do_train(cfg)  # evaluates on shapes_val at the end
+    trainer = do_train(cfg)  # evaluates on the test dataset at the end
     train_seconds = time.perf_counter() - start
     metrics = {k: v[0] for k, v in trainer.storage.latest().items() if k.startswith("bbox/")}
+    problems = []
+    if not math.isfinite(metrics.get("bbox/AP", math.nan)):
+        problems.append(f"the evaluation on {cfg.dataloader.test.dataset.names} produced no AP (see the log above)")
 
-    # Draw the detections of a few validation images, through the same export command users run.
-    drawings = output / "drawings"
-    images = output / "drawing_inputs"
-    images.mkdir(parents=True, exist_ok=True)
-    for record in DatasetCatalog.get(cfg.dataloader.test.dataset.names)[: args.num_drawings]:
-        shutil.copy(record["file_name"], images)
     weights = output / "model_final.pth"
-    export_main(
-        ["--config-file", str(DEMO_CONFIG), "--weights", str(weights), "--images", str(images)]
-        + ["--output", str(drawings), "--visualize", "--vis-threshold", str(args.vis_threshold), *args.opts]
-    )
+    drawings = None
+    if args.num_drawings:
+        # Draw the detections of a few validation images, through the same export command users run.
+        drawings = output / "drawings"
+        images = output / "drawing_inputs"
+        images.mkdir(parents=True, exist_ok=True)
+        for record in DatasetCatalog.get(cfg.dataloader.test.dataset.names)[: args.num_drawings]:
+            shutil.copy(record["file_name"], images)
+        exported = export_main(
+            ["--config-file", DEMO_CONFIG, "--weights", str(weights), "--images", str(images)]
+            + ["--output", str(drawings), "--visualize", "--vis-threshold", str(args.vis_threshold), *args.opts]
+        )
+        if exported.skipped:
+            problems.append(f"{len(exported.skipped)} image(s) could not be drawn (see the warnings above)")
     total = time.perf_counter() - start
     print()
     print(
-        f"RecursiveDet demo on shapes_val: AP {metrics.get('bbox/AP', float('nan')):.1f}, "
-        f"AP50 {metrics.get('bbox/AP50', float('nan')):.1f}, AP75 {metrics.get('bbox/AP75', float('nan')):.1f}"
+        f"RecursiveDet demo on {cfg.dataloader.test.dataset.names}: AP {metrics.get('bbox/AP', math.nan):.1f}, "
+        f"AP50 {metrics.get('bbox/AP50', math.nan):.1f}, AP75 {metrics.get('bbox/AP75', math.nan):.1f}"
     )
     print(f"wall time: {total / 60:.1f} min (training and evaluation {train_seconds / 60:.1f} min)")
     print(f"model:        {weights}")
     print(f"predictions:  {output / 'coco_instances_results.json'} (COCO results format)")
-    print(f"drawings:     {drawings / 'visualizations'}")
+    print(f"drawings:     {drawings / 'visualizations' if drawings else 'none (--num-drawings 0)'}")
     print(f"metrics:      {output / 'metrics.json'} (TensorBoard events in {output})")
-    return {"metrics": metrics, "seconds": total}
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return {"metrics": metrics, "seconds": total, "drawings": drawings, "exit_status": 1 if problems else 0}
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    run_command(lambda: main()["exit_status"])

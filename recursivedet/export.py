@@ -9,19 +9,30 @@ Writes ``OUT/predictions.json``: a list of ``{"image_id", "category_id", "bbox":
 images are numbered 1..N in sorted file-name order and ``OUT/images.json`` (COCO ``images`` and
 ``categories``, no annotations) describes them; the categories are those of the model's training dataset
 (``dataloader.train.dataset.names``). ``--visualize`` also draws the detections above ``--vis-threshold``
-into ``OUT/visualizations/*.png``. Trailing ``key=value`` pairs override the config as in ``train_net.py``.
+into ``OUT/visualizations/*.png``. Scores are sigmoid probabilities: both thresholds are in [0, 1].
+Trailing ``key=value`` pairs override the config as in ``train_net.py``.
+
+An image that cannot be read is skipped with a warning naming it and the reason; the others are exported
+and the command exits with status 1. A skipped image of a folder keeps its number (the ids of the others do
+not depend on which files could be read) but is left out of ``images.json`` (its size is unknown). Both
+json files are written to a temporary file and renamed, so an interrupted export leaves the old file or the
+complete new one. A wrong argument (missing file, ``--output`` naming a file) stops with one ``error:`` line
+and exit status 2.
 """
 
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
@@ -29,18 +40,32 @@ from tqdm import tqdm
 
 from recursivedet.data.coco_register import DatasetError, read_image_checked
 from recursivedet.engine import (
-    CheckpointError,
     ConfigOverrideError,
-    DatasetNotFoundError,
     build_model,
     get_dataset_dicts,
     load_config,
     load_weights,
     require_registered,
 )
+from recursivedet.engine.checkpoint import atomic_write
+from recursivedet.errors import UserError, run_command
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+CONFIG_EXTENSIONS = (".py", ".yaml", ".yml")  # what detectron2's LazyConfig.load accepts
 logger = logging.getLogger("recursivedet.export")
+
+
+class ExportArgumentError(UserError, ValueError):
+    """A command-line argument names a file or folder the export cannot use."""
+
+
+@dataclass
+class ExportResult:
+    """What :func:`main` wrote, and the images it skipped because they could not be read."""
+
+    written: dict[str, Path]  # "predictions", and "images" for a folder
+    skipped: dict[str, str] = field(default_factory=dict)  # image file -> why it could not be read
+    num_images: int = 0  # images of the dataset or folder, skipped ones included
 
 
 def dataset_metadata(name: str):
@@ -63,13 +88,40 @@ def category_ids(metadata) -> list[int]:
 
 
 def image_folder_dicts(folder: str) -> list[dict]:
-    """Dataset dicts for the images directly in ``folder`` (sorted by name; ids 1..N)."""
+    """Dataset dicts for the images directly in ``folder`` (``--images``; sorted by name; ids 1..N). Files
+    are not read here: an unreadable one is found (and skipped) when the export reads it."""
+    if not os.path.exists(folder):
+        raise DatasetError(f"--images {folder} does not exist")
     if not os.path.isdir(folder):
-        raise DatasetError(f"image folder not found: {folder}")
+        raise DatasetError(f"--images {folder} is a file, not a folder of images")
     files = sorted(f for f in os.listdir(folder) if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise DatasetError(f"no image ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+        raise DatasetError(f"--images {folder} holds no image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return [{"file_name": os.path.join(folder, f), "image_id": i} for i, f in enumerate(files, start=1)]
+
+
+class SkipUnreadable:
+    """Wraps a test mapper so that an image that cannot be read yields ``{"unreadable": reason, ...}``
+    instead of an exception. In a loader worker an exception would end the whole loader, and detectron2's
+    ``MapDataset`` would replace a ``None`` result with another (random) image."""
+
+    # The project's mapper raises DatasetError for a file that cannot be read or whose size is not the
+    # dataset's; detectron2's own DatasetMapper raises SizeMismatchError for the latter. Other errors are
+    # bugs and propagate.
+    READ_ERRORS = (DatasetError, SizeMismatchError)
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        try:
+            return self.mapper(dataset_dict)
+        except self.READ_ERRORS as e:
+            return {
+                "file_name": dataset_dict["file_name"],
+                "image_id": dataset_dict.get("image_id"),
+                "unreadable": str(e),
+            }
 
 
 @torch.no_grad()
@@ -83,20 +135,24 @@ def export_predictions(
     score_threshold: float = 0.0,
     visualize: bool = False,
     vis_threshold: float = 0.5,
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[dict], dict[str, str]]:
     """Run ``model`` (in eval mode) on ``dataset_dicts`` with the config's test mapper; return the COCO
-    results (categories mapped with ``metadata``) and COCO ``images`` entries, optionally drawing PNGs."""
+    results (categories mapped with ``metadata``), COCO ``images`` entries of the images read, and the
+    images that could not be read ({file: reason}, each logged as a warning); optionally draw PNGs."""
     ids = category_ids(metadata)
-    loader = build_detection_test_loader(
-        dataset_dicts, mapper=instantiate(cfg.dataloader.test.mapper), num_workers=cfg.dataloader.test.num_workers
-    )
+    mapper = SkipUnreadable(instantiate(cfg.dataloader.test.mapper))
+    loader = build_detection_test_loader(dataset_dicts, mapper=mapper, num_workers=cfg.dataloader.test.num_workers)
     vis_dir = Path(output_dir) / "visualizations"
     if visualize:
         vis_dir.mkdir(parents=True, exist_ok=True)
-    results, images = [], []
+    results, images, skipped = [], [], {}
     model.eval()
     for inputs in tqdm(loader, total=len(dataset_dicts), desc="predicting", unit="image"):
         (x,) = inputs
+        if "unreadable" in x:
+            logger.warning(f"skipped image {x['image_id']}: {x['unreadable']}")
+            skipped[x["file_name"]] = x["unreadable"]
+            continue
         instances = model(inputs)[0]["instances"].to("cpu")
         instances = instances[instances.scores >= score_threshold]
         for r in instances_to_coco_json(instances, x["image_id"]):
@@ -104,16 +160,36 @@ def export_predictions(
             results.append(r)
         images.append({"id": x["image_id"], "file_name": x["file_name"], "width": x["width"], "height": x["height"]})
         if visualize:
-            image = read_image_checked(x["file_name"], "RGB")
+            try:  # the file was readable a moment ago; a drawing is not worth stopping the export for
+                image = read_image_checked(x["file_name"], "RGB")
+            except DatasetError as e:
+                logger.warning(f"no drawing of image {x['image_id']}: {e}")
+                continue
             shown = instances[instances.scores >= vis_threshold]
             name = f"{x['image_id']}_{Path(x['file_name']).stem}.png"
             Visualizer(image, metadata).draw_instance_predictions(shown).save(str(vis_dir / name))
-    return results, images
+    return results, images, skipped
 
 
 def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data))
+    """Write ``data`` as json to ``path`` atomically (a temporary file renamed over ``path``)."""
+    text = json.dumps(data)
+    atomic_write(str(path), lambda f: f.write(text.encode()))
     logger.info(f"wrote {path}")
+
+
+def parse_score(text: str) -> float:
+    """argparse type of a score threshold: a number in [0, 1]. Scores are sigmoid probabilities, so a
+    threshold above 1 would keep nothing, one below 0 everything, and NaN compares false with any score."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a score in [0, 1], got {text!r}") from None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a score in [0, 1] (detection scores are sigmoid probabilities), got {text}"
+        )
+    return value
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -121,7 +197,7 @@ def argument_parser() -> argparse.ArgumentParser:
         prog="python -m recursivedet.export",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[2],
+        epilog="\n\n".join(__doc__.split("\n\n")[2:]),
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="LazyConfig .py of the model")
     parser.add_argument("--weights", required=True, metavar="FILE", help="checkpoint (.pth) to run")
@@ -129,27 +205,56 @@ def argument_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", metavar="NAME", help="a registered dataset name")
     source.add_argument("--images", metavar="DIR", help="a folder of images")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--score-threshold", type=float, default=0.0, metavar="S", help="drop detections below S (0)")
+    parser.add_argument(
+        "--score-threshold", type=parse_score, default=0.0, metavar="S", help="drop detections below S (0)"
+    )
     parser.add_argument("--visualize", action="store_true", help="also write PNGs with the detections drawn")
-    parser.add_argument("--vis-threshold", type=float, default=0.5, metavar="S", help="draw detections from S (0.5)")
+    parser.add_argument(
+        "--vis-threshold", type=parse_score, default=0.5, metavar="S", help="draw detections from S (0.5)"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
     return parser
 
 
-def main(argv=None) -> dict[str, Path]:
-    """Command line entry point; returns the written files ({"predictions": ..., "images": ...})."""
+def check_paths(args: argparse.Namespace) -> None:
+    """Raise :class:`ExportArgumentError` if ``--config-file`` or ``--weights`` is not a file or ``--output``
+    is one: before anything slow, and naming the option (detectron2's own errors do not)."""
+    config = args.config_file
+    if not os.path.exists(config):
+        raise ExportArgumentError(f"--config-file {config} does not exist")
+    if not os.path.isfile(config) or not config.endswith(CONFIG_EXTENSIONS):
+        raise ExportArgumentError(f"--config-file {config} is not a LazyConfig file ({', '.join(CONFIG_EXTENSIONS)})")
+    weights = args.weights
+    if "://" not in weights:  # a URL is downloaded by detectron2's checkpointer
+        if not os.path.exists(weights):
+            raise ExportArgumentError(f"--weights {weights} does not exist")
+        if not os.path.isfile(weights):
+            raise ExportArgumentError(f"--weights {weights} is a directory, not a checkpoint file (.pth)")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ExportArgumentError(f"--output {args.output} is an existing file, not a folder")
+
+
+def make_output_folder(output: Path) -> None:
+    """Create ``--output`` (and its parents); :class:`ExportArgumentError` if that is impossible."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent is a file, no permission, ...
+        raise ExportArgumentError(f"cannot create the --output folder {output}: {e.strerror or e}") from e
+
+
+def main(argv=None) -> ExportResult:
+    """Export as the command line would (``argv`` as ``sys.argv[1:]``); return what was written and
+    skipped. Bad arguments raise :class:`~recursivedet.errors.UserError` (argparse errors exit, as
+    usual); an unreadable image is skipped, not raised, unless no image can be read at all."""
     parser = argument_parser()
     args = parser.parse_args(argv)
+    check_paths(args)
     try:
         cfg = load_config(args.config_file, args.opts)
     except ConfigOverrideError as e:
         parser.error(str(e))
     setup_logger(name="recursivedet")
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-
-    model = build_model(cfg)
-    load_weights(model, args.weights, strict=True)
     if args.dataset:
         dicts = get_dataset_dicts(args.dataset, filter_empty=False)
         metadata = dataset_metadata(args.dataset)
@@ -157,7 +262,11 @@ def main(argv=None) -> dict[str, Path]:
         dicts = image_folder_dicts(args.images)
         train_names = cfg.dataloader.train.dataset.names
         metadata = dataset_metadata(train_names if isinstance(train_names, str) else train_names[0])
-    results, images = export_predictions(
+    make_output_folder(output)
+
+    model = build_model(cfg)
+    load_weights(model, args.weights, strict=True)
+    results, images, skipped = export_predictions(
         cfg,
         model,
         dicts,
@@ -167,6 +276,9 @@ def main(argv=None) -> dict[str, Path]:
         visualize=args.visualize,
         vis_threshold=args.vis_threshold,
     )
+    if dicts and not images:  # nothing to export: keep whatever an earlier export wrote
+        source = f"--dataset {args.dataset}" if args.dataset else f"--images {args.images}"
+        raise DatasetError(f"none of the {len(dicts)} images of {source} could be read (see the warnings above)")
     written = {"predictions": output / "predictions.json"}
     write_json(written["predictions"], results)
     if args.images:
@@ -175,11 +287,28 @@ def main(argv=None) -> dict[str, Path]:
         categories = [{"id": i, "name": n} for i, n in zip(category_ids(metadata), metadata.thing_classes, strict=True)]
         written["images"] = output / "images.json"
         write_json(written["images"], {"images": images, "categories": categories, "annotations": []})
-    return written
+    if skipped:
+        logger.warning(f"skipped {len(skipped)} of {len(dicts)} images that could not be read")
+    return ExportResult(written, skipped, len(dicts))
+
+
+def command(argv=None) -> int:
+    """``main`` for the command line: exit status 1 (after a summary on stderr) if images were skipped."""
+    result = main(argv)
+    if not result.skipped:
+        return 0
+    print(
+        f"warning: {len(result.skipped)} of {result.num_images} images could not be read and were skipped "
+        f"({_some(sorted(result.skipped))}); the outputs cover the other "
+        f"{result.num_images - len(result.skipped)}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _some(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (CheckpointError, DatasetError, DatasetNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    run_command(command)

@@ -1,12 +1,19 @@
-"""The demo config builds the CPU-sized model and trains a step (the full demo runs in `make demo`)."""
+"""The demo config builds the CPU-sized model and trains a step; the demo command checks its arguments before
+training and runs end to end on a tiny dataset (the full demo runs in `make demo`)."""
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 from model_factory import make_input
+from test_train_net import one_thread
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "recursivedet_shapes_demo.py"
+from recursivedet import demo
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "recursivedet_shapes_demo.py"
 
 
 def test_demo_model_is_the_full_paper_model_at_cpu_size():
@@ -26,14 +33,86 @@ def test_demo_model_is_the_full_paper_model_at_cpu_size():
     assert not any(n.startswith("bottom_up.features.0.") for n in trainable)
 
 
-def test_demo_refuses_to_delete_a_folder_it_did_not_make(tmp_path):
-    import pytest
-
-    from recursivedet.demo import main
-
+def test_demo_refuses_to_delete_a_folder_it_did_not_make(tmp_path, capsys):
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "important.txt").write_text("data")
-    with pytest.raises(SystemExit):
-        main(["--output", str(keep)])
+    with pytest.raises(SystemExit) as stop:
+        demo.main(["--output", str(keep)])
+    assert stop.value.code == 2
+    assert f"--output {keep} exists and was not made by the demo" in capsys.readouterr().err
     assert (keep / "important.txt").read_text() == "data"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num-drawings", "-1"], "argument --num-drawings: expected an integer >= 0, got -1"),
+        (["--num-drawings", "two"], "argument --num-drawings: expected an integer >= 0, got 'two'"),
+        (["--vis-threshold", "1.5"], "argument --vis-threshold: expected a score in [0, 1]"),
+        (["--vis-threshold", "nan"], "argument --vis-threshold: expected a score in [0, 1]"),
+        (["--output", "{file}"], "--output {file} is an existing file, not a folder"),
+    ],
+)
+def test_demo_checks_its_arguments_before_training(tmp_path, capsys, monkeypatch, args, message):
+    file = tmp_path / "file.txt"
+    file.write_text("")
+    monkeypatch.setattr(demo, "do_train", lambda cfg: pytest.fail("the demo trained despite a wrong argument"))
+    with pytest.raises(SystemExit) as stop:
+        demo.main([a.format(file=file) for a in args])
+    assert stop.value.code == 2
+    assert message.format(file=file) in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_shapes(dataset_name, tmp_path):
+    """Names of a 4-image train and a 2-image validation shapes dataset (64 px), in a private cache."""
+    from recursivedet.data import ShapesConfig, register_shapes
+
+    names = []
+    for num_images, seed in ((4, 0), (2, 1)):
+        names.append(dataset_name("demo_shapes"))
+        config = ShapesConfig(num_images=num_images, image_size=64, min_size=12, max_size=30, seed=seed)
+        register_shapes(names[-1], config, root=tmp_path / "datasets")
+    return names
+
+
+def _tiny_demo(tmp_path, names, *args):
+    """The demo's main on a tiny dataset, 2 training iterations at 64 px."""
+    overrides = [
+        f"dataloader.train.dataset.names={names[0]}",
+        f"dataloader.test.dataset.names={names[1]}",
+        "dataloader.train.total_batch_size=2",
+        "dataloader.train.mapper.augmentations.min_sizes=[64]",
+        "dataloader.train.mapper.augmentations.max_size=64",
+        "dataloader.test.mapper.augmentations.min_size=64",
+        "dataloader.test.mapper.augmentations.max_size=64",
+        "train.max_iter=2",
+    ]
+    with one_thread():
+        return demo.main(["--output", str(tmp_path / "demo"), *args, *overrides])
+
+
+def test_demo_without_drawings_trains_evaluates_and_draws_nothing(tmp_path, tiny_shapes, capsys):
+    result = _tiny_demo(tmp_path, tiny_shapes, "--num-drawings", "0")
+    assert result["exit_status"] == 0 and result["drawings"] is None
+    assert 0 <= result["metrics"]["bbox/AP"] <= 100
+    out = capsys.readouterr().out
+    assert "drawings:     none (--num-drawings 0)" in out
+    assert not (tmp_path / "demo" / "drawings").exists() and (tmp_path / "demo" / "model_final.pth").is_file()
+    assert json.loads((tmp_path / "demo" / "coco_instances_results.json").read_text()) is not None
+
+
+def test_demo_exit_status_is_1_without_an_ap(tmp_path, tiny_shapes, capsys, monkeypatch):
+    """An evaluation that yields no AP (here: the evaluator is removed) is a failed demo, not exit 0."""
+    train = demo.do_train
+
+    def train_without_evaluator(cfg):
+        del cfg.dataloader.evaluator
+        return train(cfg)
+
+    monkeypatch.setattr(demo, "do_train", train_without_evaluator)
+    result = _tiny_demo(tmp_path, tiny_shapes, "--num-drawings", "1")
+    assert result["exit_status"] == 1 and result["metrics"] == {}
+    assert f"error: the evaluation on {tiny_shapes[1]} produced no AP" in capsys.readouterr().err
+    assert len(list((result["drawings"] / "visualizations").glob("*.png"))) == 1
