@@ -1,16 +1,16 @@
 """Parameter counts of every paper row's config against the paper and the official code."""
 
 import pytest
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
 from recursivedet.analysis.model_cost import model_cost, stage_breakdown
 from recursivedet.analysis.paper_rows import (
     ABLATION_ROWS,
-    CONFIG_ROOT,
     MAIN_ROWS,
     OFFICIAL_PARAMETERS,
     OFFICIAL_STAGE_PARAMETERS,
 )
+from recursivedet.model_zoo import get_config
 
 ROWS_WITH_PARAMS = [r for r in ABLATION_ROWS + MAIN_ROWS if r.params_m is not None]
 
@@ -21,7 +21,7 @@ def costs():
 
     def get(config):
         if config not in cache:
-            cache[config] = model_cost(CONFIG_ROOT / config, with_flops=False)
+            cache[config] = model_cost(config, with_flops=False)
         return cache[config]
 
     return get
@@ -65,7 +65,7 @@ def test_every_table_row_has_a_config_with_its_switches():
     }
     assert {r.config for r in ABLATION_ROWS} == set(switches)
     for config, expected in switches.items():
-        cfg = LazyConfig.load(str(CONFIG_ROOT / config))
+        cfg = get_config(config)
         d = cfg.model.decoder
         got = (
             d.stage_sharing,
@@ -81,14 +81,14 @@ def test_every_table_row_has_a_config_with_its_switches():
 
 def test_main_result_configs_use_300_proposals_and_the_crop():
     for row in MAIN_ROWS:
-        cfg = LazyConfig.load(str(row.config_path))
+        cfg = get_config(row.config)
         assert cfg.model.num_proposals == 300
         assert cfg.dataloader.train.mapper.augmentations.random_crop
         assert cfg.train.max_iter == 270000
 
 
 def test_breakdown_covers_every_parameter():
-    cfg = LazyConfig.load(str(CONFIG_ROOT / "ablations/table5_centerness_adjust.py"))
+    cfg = get_config("ablations/table5_centerness_adjust.py")
     cfg.model.backbone.bottom_up.stages.depth = 18
     del cfg.model.backbone.bottom_up.stages.stride_in_1x1
     cfg.model.backbone.bottom_up.stem.out_channels = 64

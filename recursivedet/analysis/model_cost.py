@@ -21,6 +21,8 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.utils.analysis import FlopCountAnalysis
 
+from recursivedet.model_zoo import get_config_file
+
 from .paper_rows import ABLATION_ROWS, MAIN_ROWS
 
 # Decoder-stage parameter name prefixes of each paper Table 1 category; anything else is "Others".
@@ -78,12 +80,14 @@ def flops_by_module(model, height: int, width: int) -> dict[str, float]:
         return {"": flops.total() / 1e9, **{name: n / 1e9 for name, n in counts.items()}}
 
 
-def model_cost(config_path, input_size=(800, 1216), with_flops: bool = True) -> dict:
-    """Parameters (total, backbone, per decoder-stage module by category) and FLOPs of a config's model."""
-    cfg = LazyConfig.load(str(config_path))
+def model_cost(config, input_size=(800, 1216), with_flops: bool = True) -> dict:
+    """Parameters (total, backbone, per decoder-stage module by category) and FLOPs of a config's model
+    (``config``: a config name or file, see :mod:`recursivedet.model_zoo`)."""
+    config_path = get_config_file(config)
+    cfg = LazyConfig.load(config_path)
     model = instantiate(cfg.model)
     result = {
-        "config": str(config_path),
+        "config": str(config),
         "params": sum(p.numel() for p in model.parameters()),
         "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
         "stage_modules": [stage_breakdown(s) for s in model.decoder.stages],
@@ -126,7 +130,7 @@ def format_table(rows: list[tuple]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="*", help="config files (default: every paper row's config)")
+    parser.add_argument("configs", nargs="*", help="config names or files (default: every paper row's config)")
     parser.add_argument("--input-size", type=int, nargs=2, default=(800, 1216), metavar=("H", "W"))
     parser.add_argument("--no-flops", action="store_true", help="parameters only (fast)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -137,7 +141,7 @@ def main(argv=None) -> int:
     else:
         targets = []
         for row in ABLATION_ROWS + MAIN_ROWS:
-            targets.append((row, row.config_path))
+            targets.append((row, row.config))
     rows = []
     cache = {}
     for paper, path in targets:

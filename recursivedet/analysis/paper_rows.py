@@ -5,23 +5,22 @@ AP on COCO val2017 (R50-FPN, 100 proposals for the ablations, 300 for Table 2, 3
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+from recursivedet.model_zoo import get_config_file
 
 
 @dataclass(frozen=True)
 class PaperRow:
     table: str
     label: str
-    config: str  # relative to the configs/ folder
+    config: str  # config name, see recursivedet.model_zoo
     params_m: float | None = None
     gflops: float | None = None
     ap: float | None = None
 
     @property
-    def config_path(self) -> Path:
-        return CONFIG_ROOT / self.config
+    def config_path(self) -> str:
+        return get_config_file(self.config)
 
 
 ABLATION_ROWS = [
