@@ -3,12 +3,27 @@
 
     python train_net.py --config-file configs/<config>.py [--num-gpus N] [--resume] [--eval-only] [key=value ...]
 
-``python train_net.py --help`` lists the paper switches (config overrides) and examples.
+``python train_net.py --help`` lists the paper switches (config overrides) and examples. A problem with the
+input (config, override, dataset, checkpoint, device, a loss that becomes NaN) ends the command with one line
+``error: ...`` and exit status 2; ``RECURSIVEDET_TRACEBACK=1`` shows the traceback too.
 """
 
-from detectron2.engine import default_setup, launch
+import recursivedet  # noqa: F401  (first: it silences known warnings of detectron2's import)
 
-from recursivedet.engine import ConfigOverrideError, argument_parser, do_train, evaluate, load_config
+# isort: split
+import logging
+
+from detectron2.engine import default_setup
+
+from recursivedet.engine import (
+    argument_parser,
+    check_config,
+    do_train,
+    evaluate,
+    launch_reporting_user_errors,
+    load_config,
+)
+from recursivedet.errors import run_command
 
 
 def setup(args):
@@ -26,16 +41,25 @@ def main(args):
     return do_train(cfg, resume=args.resume)
 
 
-def invoke_main(argv=None) -> None:
+def run(argv=None) -> None:
+    """Parse the command line, check the config, datasets, checkpoint and device here, before any process
+    starts (each would fail with the same error), then run :func:`main` in ``--num-gpus`` processes."""
     parser = argument_parser()
     args = parser.parse_args(argv)
     if not args.config_file:
         parser.error("--config-file is required")
-    try:  # fail before starting any process
-        load_config(args.config_file, args.opts)
-    except ConfigOverrideError as e:
-        parser.error(str(e))
-    launch(
+    # Logging is set up in each process by default_setup. Until then, what detectron2 logs while the checks
+    # load datasets would reach stderr bare; each process logs it again.
+    logging.getLogger("detectron2").addHandler(logging.NullHandler())
+    cfg = load_config(args.config_file, args.opts)
+    check_config(
+        cfg,
+        eval_only=args.eval_only,
+        resume=args.resume,
+        world_size=args.num_gpus * args.num_machines,
+        processes_per_machine=args.num_gpus,
+    )
+    launch_reporting_user_errors(
         main,
         args.num_gpus,
         num_machines=args.num_machines,
@@ -43,6 +67,11 @@ def invoke_main(argv=None) -> None:
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+def invoke_main(argv=None) -> None:
+    """The command: :func:`run`, then exit; a user error exits with status 2 and one ``error: ...`` line."""
+    run_command(lambda: run(argv))
 
 
 if __name__ == "__main__":

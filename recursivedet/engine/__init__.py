@@ -2,29 +2,59 @@
 training data loader whose order survives a resume."""
 
 from .checkpoint import Checkpointer, CheckpointError, load_weights
-from .cli import HELP_SECTIONS, ConfigOverrideError, argument_parser, check_overrides, load_config
-from .hooks import GradClipHook, IterationSeedHook
-from .loader import DatasetNotFoundError, TrainLoader, get_dataset_dicts, require_registered
+from .cli import (
+    HELP_SECTIONS,
+    ConfigFileError,
+    ConfigOverrideError,
+    ConfigValueError,
+    WorkerError,
+    argument_parser,
+    check_overrides,
+    launch_reporting_user_errors,
+    load_config,
+)
+from .hooks import GradClipHook, IterationSeedHook, NonFiniteCheck, NonFiniteLossError
+from .loader import DatasetNotFoundError, TrainLoader, dataset_categories, get_dataset_dicts, require_registered
 from .solver import BackboneLRFactor, warmup_multistep
-from .train_loop import build_model, do_test, do_train, evaluate
+from .train_loop import (
+    DeviceError,
+    build_model,
+    check_config,
+    check_device,
+    check_num_classes,
+    do_test,
+    do_train,
+    evaluate,
+)
 
 __all__ = [
     "HELP_SECTIONS",
     "BackboneLRFactor",
     "CheckpointError",
     "Checkpointer",
+    "ConfigFileError",
     "ConfigOverrideError",
+    "ConfigValueError",
     "DatasetNotFoundError",
+    "DeviceError",
     "GradClipHook",
     "IterationSeedHook",
+    "NonFiniteCheck",
+    "NonFiniteLossError",
     "TrainLoader",
+    "WorkerError",
     "argument_parser",
     "build_model",
+    "check_config",
+    "check_device",
+    "check_num_classes",
     "check_overrides",
+    "dataset_categories",
     "do_test",
     "do_train",
     "evaluate",
     "get_dataset_dicts",
+    "launch_reporting_user_errors",
     "load_config",
     "load_weights",
     "require_registered",

@@ -1,15 +1,23 @@
-"""Command line: detectron2's argument parser with the paper switches in ``--help``, and config overrides
-that are checked (unknown key or wrong type -> an error naming the key and the closest existing keys)."""
+"""Command line: detectron2's argument parser with the paper switches in ``--help``, config overrides that are
+checked (unknown key or wrong type -> an error naming the key and the closest existing keys), and a launcher
+that reports a user error raised in any of several worker processes once, in one line."""
 
 import difflib
+import functools
 import inspect
+import logging
+import os
+import sys
+import tempfile
+import traceback
 
 from detectron2.config import LazyConfig
-from detectron2.engine import default_argument_parser
+from detectron2.engine import default_argument_parser, launch
+from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from recursivedet.errors import UserError
+from recursivedet.errors import TRACEBACK_ENV, USER_ERROR_EXIT, UserError
 from recursivedet.switches import switches_help
 
 # ---- --help epilog ---------------------------------------------------------------------------------------
@@ -44,6 +52,15 @@ def argument_parser():
 # ---- checked overrides -----------------------------------------------------------------------------------
 class ConfigOverrideError(UserError, ValueError):
     """An override names a key that does not exist or gives a value of the wrong type."""
+
+
+class ConfigFileError(UserError, ValueError):
+    """A config file that does not exist or cannot be parsed."""
+
+
+class ConfigValueError(UserError, ValueError):
+    """A config value that cannot work (e.g. no proposals, a class count that does not fit the dataset); the
+    message names the key."""
 
 
 _MISSING = object()
@@ -162,8 +179,77 @@ def check_overrides(cfg, overrides: list[str]) -> None:
 
 
 def load_config(config_file: str, overrides: list[str] | None = None):
-    """Load a LazyConfig file and apply checked overrides."""
-    cfg = LazyConfig.load(config_file)
+    """Load a LazyConfig file and apply checked overrides. :class:`ConfigFileError` names a file that does not
+    exist, is no .py/.yaml file or has a syntax error (the line); :class:`ConfigOverrideError` a bad override."""
+    if "://" not in config_file and not os.path.isfile(config_file):
+        what = "is a directory, not a config file" if os.path.isdir(config_file) else "does not exist"
+        raise ConfigFileError(f"config file {config_file} {what}")
+    if os.path.splitext(config_file)[1] not in (".py", ".yaml", ".yml"):
+        raise ConfigFileError(f"config file {config_file} must be a python (.py) or yaml (.yaml) file")
+    try:
+        cfg = LazyConfig.load(config_file)
+    except SyntaxError as e:
+        # detectron2 re-raises the parser's error with a message of its own: the line is in the original,
+        # without the file name when it is detectron2's own syntax check of the config file
+        error = e.__cause__ if isinstance(e.__cause__, SyntaxError) else e
+        file = error.filename if error.filename and not error.filename.startswith("<") else config_file
+        raise ConfigFileError(f"config file {file}, line {error.lineno}: {error.msg}") from None
     overrides = list(overrides or [])
     check_overrides(cfg, overrides)
     return LazyConfig.apply_overrides(cfg, overrides)
+
+
+# ---- several processes -----------------------------------------------------------------------------------
+class WorkerError(UserError):
+    """A :class:`UserError` that stopped a worker process, re-raised in the launching process (its message)."""
+
+
+def _report_user_error(main, error_dir: str, *args):
+    """Run ``main(*args)`` in a worker; on a :class:`UserError` write its message to ``error_dir`` and exit with
+    the user-error status, so the launching process prints it once instead of torch's worker traceback."""
+    try:
+        return main(*args)
+    except UserError as e:
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        message = str(e).strip() or type(e).__name__
+        with open(os.path.join(error_dir, f"rank{comm.get_rank()}.txt"), "w", encoding="utf-8") as f:
+            f.write(message)
+        sys.exit(USER_ERROR_EXIT)
+
+
+def _first_reported(error_dir: str) -> str | None:
+    """The message of the user error written first to ``error_dir`` (the cause; other ranks may have failed
+    because of it), None if there is none."""
+    reported = []
+    for name in os.listdir(error_dir):
+        path = os.path.join(error_dir, name)
+        with open(path, encoding="utf-8") as f:
+            message = f.read()
+        if message:  # (empty: a worker stopped while writing, after the first error)
+            reported.append((os.stat(path).st_mtime_ns, name, message))
+    return min(reported)[2] if reported else None
+
+
+def launch_reporting_user_errors(main, num_gpus: int, *, num_machines=1, machine_rank=0, dist_url=None, args=()):
+    """detectron2's :func:`~detectron2.engine.launch`; with several processes, a :class:`UserError` in any of
+    them stops all and is raised here as a :class:`WorkerError` with its message (torch's launcher would
+    raise its own exception with the worker's traceback). One process runs ``main`` here: errors propagate."""
+    kwargs = dict(num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url)
+    if num_gpus * num_machines <= 1:
+        return launch(main, num_gpus, args=args, **kwargs)
+    # torch logs a warning for each worker it stops after another one failed: noise before the error
+    spawn_logger = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_logger.level
+    spawn_logger.setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="recursivedet-errors-") as error_dir:
+        try:
+            return launch(functools.partial(_report_user_error, main, error_dir), num_gpus, args=args, **kwargs)
+        except Exception:
+            # whichever exception torch raised (the failed worker, or another one that lost its peer)
+            message = _first_reported(error_dir)
+            if message is None:
+                raise
+            raise WorkerError(message) from None
+        finally:
+            spawn_logger.setLevel(level)

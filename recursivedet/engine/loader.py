@@ -25,13 +25,19 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.utils.data as torchdata
-from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
-from detectron2.data.build import trivial_batch_collator
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.build import (
+    filter_images_with_only_crowd_annotations,
+    print_instances_class_histogram,
+    trivial_batch_collator,
+)
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
+from recursivedet.data import DatasetError
 from recursivedet.errors import UserError
 
+from .cli import ConfigValueError
 from .hooks import derived_seed
 
 logger = logging.getLogger(__name__)
@@ -60,10 +66,53 @@ def require_registered(names: str | list[str]) -> list[str]:
     return names
 
 
+def _described(name: str) -> str:
+    """``'name'``, with its annotation file when it has one."""
+    json_file = MetadataCatalog.get(name).get("json_file")
+    return f"{name!r} ({json_file})" if json_file else repr(name)
+
+
 def get_dataset_dicts(names: str | list[str], filter_empty: bool = True) -> list[dict]:
-    """detectron2's ``get_detection_dataset_dicts`` with :func:`require_registered`. ``filter_empty``: drop
-    images without (non-crowd) annotations."""
-    return get_detection_dataset_dicts(require_registered(names), filter_empty=filter_empty)
+    """The dataset dicts of the registered datasets ``names``, concatenated, as detectron2's
+    ``get_detection_dataset_dicts`` gives them, with errors that name the dataset instead of its assertions:
+    :class:`DatasetNotFoundError` for a name that is not registered, :class:`DatasetError` for a dataset
+    without images, for datasets whose categories differ, and, with ``filter_empty`` (drop images without
+    non-crowd annotations, the training recipe), when no image is left."""
+    names = require_registered(names)
+    loaded = [DatasetCatalog.get(name) for name in names]
+    if any(isinstance(dicts, torchdata.Dataset) for dicts in loaded):  # detectron2 passes datasets on as they are
+        return loaded[0] if len(loaded) == 1 else torchdata.ConcatDataset(loaded)
+    for name, dicts in zip(names, loaded, strict=True):
+        if not len(dicts):
+            raise DatasetError(f"dataset {_described(name)} has no images")
+    dicts = list(itertools.chain.from_iterable(loaded))
+    has_instances = "annotations" in dicts[0]
+    if filter_empty and has_instances:
+        dicts = filter_images_with_only_crowd_annotations(dicts)
+        if not dicts:
+            which = ", ".join(_described(name) for name in names)
+            subject = f"dataset {which} has" if len(names) == 1 else f"datasets {which} have"
+            raise DatasetError(
+                f"{subject} no annotations: none of the {sum(len(d) for d in loaded)} images has an object (a "
+                "non-crowd box), and images without objects are left out of training (filter_empty=True)"
+            )
+    classes = {name: MetadataCatalog.get(name).get("thing_classes") for name in names}
+    defined = {name: list(c) for name, c in classes.items() if c is not None}
+    if len({tuple(c) for c in defined.values()}) > 1:
+        listed = "; ".join(f"{name!r} has {len(c)} ({', '.join(c)})" for name, c in defined.items())
+        raise DatasetError(f"datasets used together must have the same categories: {listed}")
+    if has_instances and defined:
+        print_instances_class_histogram(dicts, next(iter(defined.values())))
+    return dicts
+
+
+def dataset_categories(name: str) -> list[str] | None:
+    """The category names of the registered dataset ``name`` (its ``thing_classes``), None if it defines
+    none. detectron2's COCO registration only sets them when the dataset is loaded: this loads it then."""
+    metadata = MetadataCatalog.get(require_registered(name)[0])
+    if metadata.get("thing_classes") is None:
+        DatasetCatalog.get(name)
+    return metadata.get("thing_classes")
 
 
 def global_batches(groups: list[int], total_batch_size: int, seed: int):
@@ -100,6 +149,31 @@ def _seeded_global_rngs(seed: int):
         random.setstate(py_state)
 
 
+class _UserErrorInWorker:
+    """A :class:`UserError` raised while a data-loading worker mapped a sample, handed to the training process
+    as a sample. torch would re-raise it there with the worker's traceback as its message; the training
+    process raises an error of the same class and message instead (see :func:`_raise_worker_errors`)."""
+
+    def __init__(self, error: UserError):
+        self.error_type = type(error)
+        self.message = str(error)
+
+    def error(self) -> UserError:
+        try:
+            return self.error_type(self.message)
+        except Exception:  # a class whose constructor takes other arguments
+            return UserError(self.message)
+
+
+def _raise_worker_errors(batches):
+    """The batches of a data-loader iterator; raises the error of the first :class:`_UserErrorInWorker`."""
+    for batch in batches:
+        for sample in batch:
+            if isinstance(sample, _UserErrorInWorker):
+                raise sample.error()
+        yield batch
+
+
 class _SeededMapDataset(torchdata.Dataset):
     """Maps ``dataset[index]`` with ``mapper`` under a seed derived from (seed, position); items are
     (index, position) pairs from :func:`global_batches`."""
@@ -114,8 +188,13 @@ class _SeededMapDataset(torchdata.Dataset):
 
     def __getitem__(self, item):
         index, position = item
-        with _seeded_global_rngs(derived_seed(self.seed, position)):
-            return self.mapper(self.dataset[index])
+        try:
+            with _seeded_global_rngs(derived_seed(self.seed, position)):
+                return self.mapper(self.dataset[index])
+        except UserError as e:
+            if torchdata.get_worker_info() is None:
+                raise
+            return _UserErrorInWorker(e)
 
 
 class _RankBatches:
@@ -158,9 +237,9 @@ class TrainLoader:
     ):
         world_size = comm.get_world_size()
         if total_batch_size <= 0 or total_batch_size % world_size:
-            raise ValueError(
-                f"total_batch_size={total_batch_size} must be a positive multiple of the number of processes "
-                f"({world_size})"
+            raise ConfigValueError(
+                f"dataloader.train.total_batch_size={total_batch_size} must be a positive multiple of the number "
+                f"of processes ({world_size})"
             )
         if seed < 0:
             seed = comm.shared_random_seed()
@@ -193,4 +272,4 @@ class TrainLoader:
             # IterationSeedHook has just seeded for the model (dropout) of the resumed iteration
             generator=torch.Generator().manual_seed(self.seed),
         )
-        return iter(loader)
+        return _raise_worker_errors(loader) if self.num_workers > 0 else iter(loader)

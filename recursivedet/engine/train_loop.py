@@ -7,6 +7,8 @@ fvcore ``ParamScheduler``), ``dataloader.{train,test,evaluator}`` and ``train`` 
 """
 
 import logging
+import os
+from contextlib import contextmanager
 
 import torch
 from detectron2.config import instantiate
@@ -15,22 +17,149 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.utils import comm
+from omegaconf import OmegaConf
 
-from .checkpoint import Checkpointer, load_weights
-from .hooks import GradClipHook, IterationSeedHook
-from .loader import TrainLoader
+from recursivedet.errors import TRACEBACK_ENV, UserError
+
+from .checkpoint import Checkpointer, CheckpointError, load_weights
+from .cli import ConfigValueError
+from .hooks import EvalHook, GradClipHook, IterationSeedHook, NonFiniteCheck
+from .loader import TrainLoader, dataset_categories, require_registered
 
 logger = logging.getLogger("detectron2")
 
 
-def check_device(cfg) -> torch.device:
-    """``train.device`` as a torch device; a clear error when it or AMP cannot be used here."""
-    device = torch.device(cfg.train.device)
+class DeviceError(UserError, RuntimeError):
+    """``train.device`` (or AMP on it) cannot be used on this machine."""
+
+
+def check_device(cfg, processes_per_machine: int = 1) -> torch.device:
+    """``train.device`` as a torch device; :class:`DeviceError` when it, AMP or ``processes_per_machine``
+    GPUs cannot be used here."""
+    try:
+        device = torch.device(cfg.train.device)
+    except RuntimeError:
+        raise ConfigValueError(f"train.device={cfg.train.device!r} is not a device; use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={cfg.train.device} but CUDA is not available; use train.device=cpu")
+        raise DeviceError(f"train.device={cfg.train.device} but CUDA is not available; use train.device=cpu")
+    if device.type == "cuda" and processes_per_machine > torch.cuda.device_count():
+        raise DeviceError(
+            f"--num-gpus {processes_per_machine} processes need as many CUDA devices, this machine has "
+            f"{torch.cuda.device_count()}"
+        )
     if cfg.train.amp.enabled and device.type != "cuda":
-        raise RuntimeError(f"train.amp.enabled=True needs a CUDA device (train.device={cfg.train.device})")
+        raise DeviceError(f"train.amp.enabled=True needs a CUDA device (train.device={cfg.train.device})")
     return device
+
+
+def _names(value) -> list[str]:
+    """Dataset names of a config value (one name or a list)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _model_class_counts(cfg) -> list[tuple[str, int]]:
+    """(config key, number of classes) of every classifier of the model: the decoder's and, when REGO is on
+    (``model.rego.num_stages`` > 0), REGO's, which follows the decoder's unless set on its own (see
+    ``configs/models/sparse_rcnn.py``)."""
+    keys = ["model.decoder.stage.num_classes"]
+    rego_stages = OmegaConf.select(cfg, "model.rego.num_stages", default=None)
+    if isinstance(rego_stages, int) and rego_stages > 0:
+        keys.append("model.rego.num_classes")
+    counts = []
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            counts.append((key, value))
+    return counts
+
+
+def check_num_classes(cfg, names: list[str]) -> None:
+    """:class:`ConfigValueError` when the model's number of classes differs from the number of categories of
+    one of the datasets ``names`` (registered ones; datasets that define no categories are not checked).
+
+    Both directions are errors. Fewer model classes than categories fail in the matcher at the first
+    iteration. More are no better: the extra classes are never positives, yet at the start of training they
+    score as high as the others, so detections of them reach the evaluator, which maps class indices back to
+    the dataset's category ids and fails on them (after the whole schedule when ``train.eval_period`` is 0);
+    export has the same problem. A model trained for more classes is evaluated on a subset by training it
+    with the subset's class count."""
+    counts = _model_class_counts(cfg)
+    if not counts:
+        return
+    for name in names:
+        categories = dataset_categories(name)
+        if categories is None:
+            continue
+        for key, count in counts:
+            if count != len(categories):
+                raise ConfigValueError(
+                    f"the model has {count} classes ({key}) but dataset {name!r} has {len(categories)} "
+                    f"categories; set {key}={len(categories)}"
+                )
+
+
+# Minimum of config values that the model's constructors check only after building other parts, or with a
+# message that does not name the key: checked from the config before anything is built.
+_MINIMUM = {
+    "model.num_proposals": 1,
+    "model.detections_per_image": 1,
+    "model.decoder.num_stages": 1,
+    "model.rego.num_stages": 0,  # 0: no REGO
+}
+
+
+def _check_model_sizes(cfg) -> None:
+    for key, minimum in _MINIMUM.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < minimum:
+            raise ConfigValueError(f"{key} must be at least {minimum}, got {value}")
+
+
+def _check_checkpoint_file(path: str, key: str) -> None:
+    """:class:`CheckpointError` when the local file ``path`` (the value of ``key``) is missing or a folder.
+    URLs (``detectron2://``, ``https://``) are fetched, and files read, when the model loads them."""
+    if not path or "://" in path or "?" in path or os.path.isfile(path):
+        return
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} ({key}) is a directory, not a checkpoint file")
+    raise CheckpointError(f"checkpoint file {path} ({key}) does not exist")
+
+
+def check_config(cfg, *, eval_only: bool = False, resume: bool = False, world_size=None, processes_per_machine=None):
+    """The checks of a training (or, with ``eval_only``, evaluation) run that need neither the model nor the
+    data loaders, so that a wrong setting stops the run before anything is built or any process started: the
+    device, model sizes, the checkpoint to start from (it exists), the datasets (registered; their number of
+    categories is the model's, see :func:`check_num_classes`) and the batch size (a multiple of
+    ``world_size``). ``world_size`` and ``processes_per_machine`` default to this process group's."""
+    world_size = comm.get_world_size() if world_size is None else world_size
+    processes_per_machine = comm.get_local_size() if processes_per_machine is None else processes_per_machine
+    check_device(cfg, processes_per_machine)
+    _check_model_sizes(cfg)
+    init = cfg.train.init_checkpoint
+    if eval_only:
+        if not init:
+            raise ConfigValueError("evaluation needs weights: set train.init_checkpoint=/path/to/model.pth")
+        _check_checkpoint_file(init, "train.init_checkpoint")
+    else:
+        checkpointer = Checkpointer(torch.nn.Module(), cfg.train.output_dir)
+        last = checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint() else ""
+        if last:
+            _check_checkpoint_file(last, f"named by {os.path.join(cfg.train.output_dir, 'last_checkpoint')}")
+        else:
+            _check_checkpoint_file(init, "train.init_checkpoint")
+        batch = OmegaConf.select(cfg, "dataloader.train.total_batch_size", default=None)
+        if isinstance(batch, int) and (batch <= 0 or batch % world_size):
+            raise ConfigValueError(
+                f"dataloader.train.total_batch_size={batch} must be a positive multiple of the number of "
+                f"processes ({world_size})"
+            )
+    names = [] if eval_only else _names(OmegaConf.select(cfg, "dataloader.train.dataset.names", default=None))
+    if eval_only or "evaluator" in cfg.dataloader:  # training evaluates every eval_period and at the end
+        names += _names(OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None))
+    require_registered(names)
+    check_num_classes(cfg, names)
 
 
 def build_model(cfg) -> torch.nn.Module:
@@ -75,8 +204,7 @@ def do_test(cfg, model) -> dict:
 
 def evaluate(cfg) -> dict:
     """Evaluate the weights in ``train.init_checkpoint`` (``--eval-only``)."""
-    if not cfg.train.init_checkpoint:
-        raise ValueError("evaluation needs weights: set train.init_checkpoint=/path/to/model.pth")
+    check_config(cfg, eval_only=True)
     model = build_model(cfg)
     load_weights(model, cfg.train.init_checkpoint, strict=True)
     return do_test(cfg, model)
@@ -85,7 +213,12 @@ def evaluate(cfg) -> dict:
 def do_train(cfg, resume: bool = False):
     """Train from ``train.init_checkpoint`` or, with ``resume``, from ``train.output_dir/last_checkpoint``
     (exactly: the data of each iteration and the RNG draws are those of an uninterrupted run, see
-    :mod:`recursivedet.engine.loader`). Returns the trainer."""
+    :mod:`recursivedet.engine.loader`). Returns the trainer.
+
+    A loss or gradient that becomes NaN or infinite stops training with a
+    :class:`~recursivedet.engine.hooks.NonFiniteLossError` (see :class:`~recursivedet.engine.hooks.NonFiniteCheck`).
+    """
+    check_config(cfg, resume=resume)
     model = build_model(cfg)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
@@ -100,14 +233,17 @@ def do_train(cfg, resume: bool = False):
     # backbone) cover part of the model only.
     checkpointer.strict = resuming
     clip = cfg.train.clip_grad
+    clip_hook = GradClipHook(clip.max_norm, clip.norm_type) if clip.enabled else None
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             IterationSeedHook(cfg.train.seed, comm.get_rank()) if cfg.train.seed >= 0 else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            GradClipHook(clip.max_norm, clip.norm_type) if clip.enabled else None,
+            clip_hook,
+            # after the clipping hook (it reads its gradient norm) and before the checkpointer
+            NonFiniteCheck(checkpointer, resumed=resuming, clip_hook=clip_hook),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
-            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
             if comm.is_main_process()
             else None,
@@ -120,5 +256,29 @@ def do_train(cfg, resume: bool = False):
         train_loader.start_iter = start_iter
     elif start_iter > 0:
         logger.warning(f"{type(train_loader).__name__} cannot skip to iteration {start_iter}: the data order differs")
-    trainer.train(start_iter, cfg.train.max_iter)
+    with _user_errors_logged_without_traceback():
+        trainer.train(start_iter, cfg.train.max_iter)
     return trainer
+
+
+class _UserErrorRecord(logging.Filter):
+    """Turns detectron2's "Exception during training:" record, with its traceback, into one line when the
+    exception is a :class:`UserError`: its message says it all (the traceback stays with RECURSIVEDET_TRACEBACK=1)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, UserError) and os.environ.get(TRACEBACK_ENV, "") in ("", "0"):
+            record.msg, record.args = "Training stopped: %s", (error,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+@contextmanager
+def _user_errors_logged_without_traceback():
+    train_loop_logger = logging.getLogger("detectron2.engine.train_loop")  # TrainerBase.train logs with it
+    record_filter = _UserErrorRecord()
+    train_loop_logger.addFilter(record_filter)
+    try:
+        yield
+    finally:
+        train_loop_logger.removeFilter(record_filter)

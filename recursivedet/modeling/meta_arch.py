@@ -8,6 +8,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postproce
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
+from recursivedet.engine.cli import ConfigValueError
+
 from .backbone.folded_norm import fold_frozen_batchnorm as fold_frozen_bn
 from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
 from .criterion import SetCriterion
@@ -77,6 +79,16 @@ class RecursiveDet(nn.Module):
         rego: RecurrentGlimpseDecoder | None = None,
     ):
         super().__init__()
+        for key, value in (("num_proposals", num_proposals), ("detections_per_image", detections_per_image)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigValueError(f"model.{key} must be a positive integer, got {value!r}")
+        if proposal_box_init not in ("image", "grid"):
+            raise ConfigValueError(f"model.proposal_box_init must be 'image' or 'grid', got {proposal_box_init!r}")
+        if len(pixel_mean) != len(pixel_std) or any(s <= 0 for s in pixel_std):
+            raise ConfigValueError(
+                f"model.pixel_mean {list(pixel_mean)} and model.pixel_std {list(pixel_std)} need one value per "
+                "channel, pixel_std positive ones"
+            )
         self.backbone = backbone
         self.decoder = decoder
         self.criterion = criterion
@@ -89,10 +101,12 @@ class RecursiveDet(nn.Module):
         shapes = backbone.output_shape()
         missing = [f for f in self.in_features if f not in shapes]
         if missing:
-            raise ValueError(f"in_features {missing} are not backbone outputs; it gives {sorted(shapes)}")
+            raise ConfigValueError(f"model.in_features {missing} are not backbone outputs; it gives {sorted(shapes)}")
         widths = {f: shapes[f].channels for f in self.in_features}
         if any(c != dim for c in widths.values()):
-            raise ValueError(f"backbone channels {widths} must equal the decoder width {dim}")
+            raise ConfigValueError(
+                f"backbone channels {widths} must equal the decoder width {dim} (model.decoder.stage.dim)"
+            )
         self.strides = [shapes[f].stride for f in self.in_features]
         self.init_proposal_features = nn.Embedding(num_proposals, dim)
         self.init_proposal_boxes = nn.Embedding(num_proposals, 4)
