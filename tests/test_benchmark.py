@@ -1,18 +1,18 @@
 """The benchmark command runs and reports every figure (no timing assertions: speed lives in the command)."""
 
 import json
-from pathlib import Path
 
 from recursivedet.analysis.benchmark import main
+from recursivedet.model_zoo import get_config_file
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "recursivedet_shapes_demo.py"
+CONFIG = get_config_file("recursivedet_shapes_demo.py")
 
 
 def test_benchmark_reports_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(
         [
-            "--config-file", str(CONFIG), "--image-size", "128x160", "--repeats", "1",
+            "--config-file", CONFIG, "--image-size", "128x160", "--repeats", "1",
             "--train-batch", "1", "--train-size", "128x128", "--proposals", "10", "--sizes", "96x96",
             "--json", str(out), "model.backbone.pretrained=False",
         ]

@@ -14,97 +14,30 @@ latency. On CUDA every timing is synchronised. Compare figures only within
 one run: absolute times vary between machines and with other load.
 
 With ``--official-root`` (a checkout of the official RecursiveDet or Sparse R-CNN code) it runs the
-side-by-side comparison of :mod:`recursivedet.checkpoint.side_by_side` instead: both models from the same
+side-by-side comparison of :mod:`recursivedet.projects.SparseRCNN.side_by_side` instead: both models from the same
 converted weights, their outputs checked to agree, inference and training-step times interleaved in the
 same run, peak training memory, and the ratios (this project / official).
 """
 
 import argparse
 import json
-import resource
-import statistics
 import sys
-import time
 
 import torch
 from detectron2.config import instantiate
-from detectron2.structures import Boxes, Instances
 
+from recursivedet.analysis.measure import (
+    detectron2_inputs,
+    image_input,
+    matmul_peak_gflops,
+    median_seconds,
+    model_parts,
+    peak_memory_mb,
+    training_batch,
+)
 from recursivedet.analysis.model_cost import flops_by_module
 from recursivedet.engine import build_model, load_config
-from recursivedet.modeling.linear import linear, uses_onednn
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_seconds(fn, device, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_peak_gflops(device, size: int = 2048, repeats: int = 5) -> dict:
-    """Multiply-adds per second (GFLOP/s) of a large fp32 matrix product: through ``torch.mm`` (MKL on the
-    CPU) and, on the CPU, through oneDNN (what the decoder's linear layers use, see
-    :mod:`recursivedet.modeling.linear`); "best" is the machine's practical peak."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    rate = {"torch_mm": size**3 / median_seconds(lambda: a @ b, device, repeats) / 1e9}
-    if uses_onednn(a, b):
-        rate["onednn"] = size**3 / median_seconds(lambda: linear(a, b), device, repeats) / 1e9
-    rate["best"] = max(rate.values())
-    return rate
-
-
-def _image(h: int, w: int, device, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8).to(device),
-        "height": h,
-        "width": w,
-    }
-
-
-def training_batch(seed: int, num_images: int, size: tuple[int, int], num_boxes: int = 5, num_classes: int = 80):
-    """Random images with random ground truth, as plain tensors: (image uint8 (3, H, W), boxes (G, 4) pixel
-    xyxy, classes (G,)) per image."""
-    g = torch.Generator().manual_seed(seed + 2)
-    h, w = size
-    batch = []
-    for _ in range(num_images):
-        xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w, h]) * 0.7
-        wh = (torch.rand(num_boxes, 2, generator=g) * 0.25 + 0.05) * torch.tensor([w, h])
-        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
-        batch.append((image, torch.cat([xy, xy + wh], dim=1), torch.randint(0, num_classes, (num_boxes,), generator=g)))
-    return batch
-
-
-def detectron2_inputs(batch) -> list[dict]:
-    """:func:`training_batch` as detectron2 training inputs (dicts with "image" and "instances")."""
-    inputs = []
-    for image, boxes, classes in batch:
-        instances = Instances(tuple(image.shape[-2:]))
-        instances.gt_boxes = Boxes(boxes)
-        instances.gt_classes = classes
-        inputs.append({"image": image, "height": image.shape[-2], "width": image.shape[-1], "instances": instances})
-    return inputs
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+from recursivedet.errors import run_command
 
 
 def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep, sizes_sweep) -> dict:
@@ -122,14 +55,10 @@ def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep
     result["gflops"] = flops[""]
     result["head_gflops"] = flops.get("decoder", 0.0) + flops.get("rego", 0.0)
 
-    inputs = [_image(h, w, device)]
+    parts = model_parts(model, [image_input(h, w, device)])
     with torch.no_grad():
-        images = model.preprocess_image(inputs)
-        result["model_s"] = median_seconds(lambda: model(inputs), device, repeats)
-        result["backbone_s"] = median_seconds(lambda: model.run_backbone(images), device, repeats)
-        maps = model.run_backbone(images)
-        # The head: everything after the backbone, as in the side-by-side comparison with the official code.
-        result["head_s"] = median_seconds(lambda: model.decoder(*model.decoder_inputs(images, maps)), device, repeats)
+        for part in ("model", "backbone", "head"):
+            result[f"{part}_s"] = median_seconds(parts[part], device, repeats)
     result["head_gflop_per_s"] = result["head_gflops"] / result["head_s"]
     result["matmul_peak"] = matmul_peak_gflops(device)
     result["head_fraction_of_peak"] = result["head_gflop_per_s"] / result["matmul_peak"]["best"]
@@ -166,7 +95,7 @@ def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep
         cfg.model.num_proposals = n
         swept = build_model(cfg).eval()
         for sh, sw in sizes_sweep:
-            image = [_image(sh, sw, device)]
+            image = [image_input(sh, sw, device)]
             with torch.no_grad():
                 seconds = median_seconds(lambda swept=swept, image=image: swept(image), device, repeats)
             sweep.append({"proposals": n, "size": [sh, sw], "model_s": seconds})
@@ -200,21 +129,30 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _side_by_side(args) -> dict:
-    from recursivedet.checkpoint import side_by_side
+def _compare_with_official(args) -> dict:
+    """The comparison with the official code (its package is imported here: the library does not depend on
+    the projects at import time); exits 1 when the two disagree, as the comparison's own command does."""
+    from recursivedet.projects.SparseRCNN.side_by_side import WorkerFailed, compare, print_report, write_report
 
-    argv = ["--official-root", args.official_root, "--arch", args.arch, "--threads", str(args.threads or 2)]
-    argv += ["--image-size", *map(str, args.image_size), "--timing-runs", str(args.repeats)]
-    argv += ["--train-batch", str(args.train_batch), "--train-size", *map(str, args.train_size)]
+    try:
+        report = compare(
+            official_root=args.official_root,
+            arch=args.arch,
+            threads=args.threads or 2,
+            image_sizes=[args.image_size],
+            timing_runs=args.repeats,
+            train_batch=args.train_batch,
+            train_size=args.train_size,
+        )
+    except WorkerFailed as e:
+        sys.stderr.write(e.log)
+        sys.exit(e.status)
+    print_report(report)
     if args.json:
-        argv += ["--json", args.json]
-    code = side_by_side.main(argv)
-    if code:
-        sys.exit(code)
-    if args.json:
-        with open(args.json) as f:
-            return json.load(f)
-    return {}
+        write_report(report, args.json)
+    if not report["agree"]:
+        sys.exit(1)
+    return report
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -257,7 +195,7 @@ def main(argv=None) -> dict:
                 f"--official-root compares the R50-FPN models of the official code on the CPU: {', '.join(ignored)} "
                 "would be ignored"
             )
-        return _side_by_side(args)
+        return _compare_with_official(args)
     if not args.config_file:
         parser.error("--config-file is required (or --official-root for the comparison with the official code)")
     if args.threads:
@@ -276,5 +214,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    run_command(main)

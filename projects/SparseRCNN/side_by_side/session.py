@@ -1,0 +1,152 @@
+"""One comparison: the official worker, this project's model from its converted weights, the outputs compared,
+the interleaved timing and the training step, assembled into the report."""
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from recursivedet.analysis.measure import (
+    interleaved_timing,
+    load_average,
+    matmul_peak_gflops,
+    model_parts,
+    sample_seconds,
+)
+from recursivedet.analysis.model_cost import flops_by_module
+from recursivedet.checkpoint.convert import convert_official_state_dict, detect_official_architecture
+from recursivedet.errors import UserError
+
+from .official import OFFICIAL_CONFIG
+from .outputs import (
+    build_project_model,
+    compare_image,
+    image_agrees,
+    random_images,
+    run_project_model,
+    to_pixel_xyxy,
+)
+from .outputs import image_sizes as derived_image_sizes
+from .training import compare_training
+from .worker import READY, Settings, WorkerProcess
+
+ARCHS = ("recursivedet", "sparse_rcnn")
+TIMED_PARTS = ("head", "model")
+
+
+class OfficialCheckoutError(UserError):
+    """The official root is not a checkout of the official code of the architecture."""
+
+
+def _timing(model, official: WorkerProcess, image: torch.Tensor, runs: int) -> dict:
+    """This project's and the official head and whole model on ``image``, ``runs`` interleaved runs each."""
+    load_before = load_average()
+    inputs = [{"image": image, "height": image.shape[-2], "width": image.shape[-1]}]
+    parts = model_parts(model, inputs)
+    timing = interleaved_timing(list(TIMED_PARTS), lambda part: sample_seconds(parts[part]), official.sample, runs)
+    timing["load_average"] = [load_before, load_average()]
+    return timing
+
+
+def _timing_summary(timing: dict, threads: int, runs: int, head_gflops: float) -> dict:
+    """The timing with the ratios (ours / official) and the head's achieved GFLOP/s against a large matmul."""
+    summary = {
+        "threads": threads,
+        "runs": runs,
+        **timing,
+        "head_gflops": head_gflops,
+        "matmul_peak": matmul_peak_gflops(torch.device("cpu")),
+        "ratio": {
+            part: {k: timing["ours"][part][k] / timing["official"][part][k] for k in ("wall", "wall_min", "cpu")}
+            for part in TIMED_PARTS
+        },
+    }
+    summary["head_gflop_per_s"] = {side: head_gflops / timing[side]["head"]["wall"] for side in ("ours", "official")}
+    summary["head_fraction_of_peak"] = {
+        side: v / summary["matmul_peak"]["best"] for side, v in summary["head_gflop_per_s"].items()
+    }
+    return summary
+
+
+def compare(
+    official_root: str,
+    arch: str,
+    *,
+    proposals: int = 100,
+    image_sizes: Sequence[tuple[int, int]] = ((800, 1216),),
+    num_images: int = 2,
+    seed: int = 0,
+    threads: int = 2,
+    timing_runs: int = 5,
+    score_tol: float = 1e-4,
+    box_tol: float = 1e-4,
+    dtype: str = "float32",
+    dense_roi_pe: bool = False,
+    train_runs: int = 3,
+    train_batch: int = 2,
+    train_size: tuple[int, int] = (512, 512),
+    loss_tol: float = 1e-4,
+) -> dict:
+    """Compare this project's ``arch`` with the official checkout at ``official_root``; the report dict.
+
+    ``num_images`` images: ``image_sizes`` first, then smaller ones (:func:`~.outputs.image_sizes`).
+    ``timing_runs`` 0 skips the timing, ``train_runs`` 0 (or float64) the training step. ``dense_roi_pe`` is
+    implied by float64 for RecursiveDet. The report's "agree" is true when every score agrees within
+    ``score_tol``, every box within ``box_tol`` x the longer image side and the first training-step losses
+    within ``loss_tol`` (relative). Raises :class:`OfficialCheckoutError` for a path that is not a checkout
+    of the official ``arch`` code, :class:`~.worker.WorkerFailed` when a worker process ends early.
+    """
+    root = Path(official_root)
+    if not (root / OFFICIAL_CONFIG).is_file():
+        raise OfficialCheckoutError(f"{root} is not a checkout of the official code (no {OFFICIAL_CONFIG})")
+    settings = Settings(str(root.resolve()), arch, proposals, seed, threads, timing_runs, dtype)
+    torch.set_num_threads(threads)
+    sizes = derived_image_sizes([tuple(s) for s in image_sizes], num_images)
+    images = random_images(sizes, seed)
+    dense_roi_pe = dense_roi_pe or (dtype == "float64" and arch == "recursivedet")
+
+    with tempfile.TemporaryDirectory(prefix="recursivedet_side_by_side_") as tmp:
+        work = Path(tmp)
+        torch.save(images, work / "images.pth")
+        official_process = WorkerProcess(settings, work, "official")
+        try:
+            official_process.expect(READY)
+            state = torch.load(work / "official_state.pth")
+            official = torch.load(work / "official_outputs.pth")
+            if detect_official_architecture(state) != arch:
+                raise OfficialCheckoutError(f"the official checkpoint is not {arch}")
+            converted = convert_official_state_dict(state)
+            model = build_project_model(arch, proposals, converted, dtype, dense_roi_pe)
+            ours = run_project_model(model, images)
+            timing = _timing(model, official_process, images[0], timing_runs) if timing_runs > 0 else None
+        finally:
+            official_process.close()
+        if timing is not None:
+            timing = _timing_summary(timing, threads, timing_runs, flops_by_module(model, *sizes[0])["decoder"])
+        training = None
+        if train_runs > 0 and dtype == "float32":
+            del model  # not needed by the training workers: leave the machine's memory to them
+            training = compare_training(settings, work, converted, train_runs, train_batch, train_size, loss_tol)
+
+    report = {
+        "arch": arch,
+        "proposals": proposals,
+        "seed": seed,
+        "dtype": dtype,
+        "roi_pe": ("dense" if dense_roi_pe else "config default") if arch == "recursivedet" else "none",
+        "score_tol": score_tol,
+        "box_tol": box_tol,
+        "images": [],
+    }
+    for (h, w), a, b in zip(sizes, ours, official["results"], strict=True):
+        a["stage_pixel_boxes"] = to_pixel_xyxy(a["stage_boxes"], "cxcywh_normalised", h, w)
+        b["stage_pixel_boxes"] = to_pixel_xyxy(b["stage_boxes"], official["box_format"], h, w)
+        report["images"].append(compare_image(a, b, h, w))
+    report["agree"] = all(image_agrees(image, score_tol, box_tol) for image in report["images"])
+    if timing is not None:
+        report["timing"] = timing
+    if training is not None:
+        report["training"] = training
+        report["agree"] = report["agree"] and training["agree"]
+    return report
