@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-__all__ = ["TRACEBACK_ENV", "UserError", "run_command"]
+__all__ = ["TRACEBACK_ENV", "ConfigFileError", "ConfigValueError", "UserError", "run_command"]
 
 TRACEBACK_ENV = "RECURSIVEDET_TRACEBACK"
 # Exit status of a command stopped by a user error (argparse uses 2 for bad arguments as well).
@@ -21,6 +21,15 @@ USER_ERROR_EXIT = 2
 
 class UserError(Exception):
     """A problem with the user's input that the message fully explains; no traceback is needed."""
+
+
+class ConfigFileError(UserError, ValueError):
+    """A config that does not exist (neither a file nor a config name) or cannot be parsed."""
+
+
+class ConfigValueError(UserError, ValueError):
+    """A config value that cannot work (e.g. no proposals, a class count that does not fit the dataset); the
+    message names the key."""
 
 
 def run_command(main: Callable[[], object]) -> None:

@@ -48,7 +48,8 @@ from recursivedet.engine import (
     require_registered,
 )
 from recursivedet.engine.checkpoint import atomic_write
-from recursivedet.errors import UserError, run_command
+from recursivedet.errors import ConfigFileError, UserError, run_command
+from recursivedet.model_zoo import get_config_file
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 CONFIG_EXTENSIONS = (".py", ".yaml", ".yml")  # what detectron2's LazyConfig.load accepts
@@ -199,7 +200,9 @@ def argument_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n\n".join(__doc__.split("\n\n")[2:]),
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="LazyConfig .py of the model")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="LazyConfig .py of the model, or a config name"
+    )
     parser.add_argument("--weights", required=True, metavar="FILE", help="checkpoint (.pth) to run")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", metavar="NAME", help="a registered dataset name")
@@ -219,10 +222,11 @@ def argument_parser() -> argparse.ArgumentParser:
 def check_paths(args: argparse.Namespace) -> None:
     """Raise :class:`ExportArgumentError` if ``--config-file`` or ``--weights`` is not a file or ``--output``
     is one: before anything slow, and naming the option (detectron2's own errors do not)."""
-    config = args.config_file
-    if not os.path.exists(config):
-        raise ExportArgumentError(f"--config-file {config} does not exist")
-    if not os.path.isfile(config) or not config.endswith(CONFIG_EXTENSIONS):
+    try:
+        config = get_config_file(args.config_file)  # a file or a config name
+    except ConfigFileError as e:
+        raise ExportArgumentError(f"--config-file: {e}") from None
+    if not config.endswith(CONFIG_EXTENSIONS):
         raise ExportArgumentError(f"--config-file {config} is not a LazyConfig file ({', '.join(CONFIG_EXTENSIONS)})")
     weights = args.weights
     if "://" not in weights:  # a URL is downloaded by detectron2's checkpointer

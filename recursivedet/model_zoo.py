@@ -15,12 +15,12 @@ import difflib
 import os
 from pathlib import Path
 
-from recursivedet.errors import UserError
+from recursivedet.errors import ConfigFileError
 
 __all__ = ["ConfigNotFoundError", "config_names", "get_config", "get_config_file"]
 
 
-class ConfigNotFoundError(UserError, FileNotFoundError):
+class ConfigNotFoundError(ConfigFileError, FileNotFoundError):
     """Neither a config name nor an existing config file."""
 
 
@@ -80,11 +80,12 @@ def get_config_file(name: str | os.PathLike) -> str:
         if path.is_file():
             return str(path)
     if os.path.isdir(name):
-        raise ConfigNotFoundError(f"config {name!r} is a directory; give a LazyConfig .py file")
+        raise ConfigNotFoundError(f"config file {name} is a directory, not a config file")
     close = difflib.get_close_matches(name.removeprefix("configs/"), config_names(), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ConfigNotFoundError(
-        f"no config file or config name {name!r}{hint} (python -m recursivedet.model_zoo lists the names)"
+        f"config file {name} does not exist, nor is it a config name{hint} "
+        "(python -m recursivedet.model_zoo lists the names)"
     )
 
 

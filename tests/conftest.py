@@ -30,3 +30,21 @@ def dataset_name():
     for name in names:
         DatasetCatalog.pop(name, None)
         MetadataCatalog.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging_handlers():
+    """Tests that run a command in this process (train_net, export) let detectron2's ``setup_logger`` attach
+    handlers to the stream pytest captured for that test; a later test's log line would then go to a closed
+    stream. Put every logger's handlers back as they were."""
+    import logging
+
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    before = {logger: list(logger.handlers) for logger in loggers}
+    yield
+    for logger in [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]:
+        logger.handlers[:] = before.get(logger, [])

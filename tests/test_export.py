@@ -204,7 +204,7 @@ def test_wrong_paths_end_in_one_error_line(trained, tmp_path, capsys):
     good = {"--config-file": config, "--weights": weights, "--images": tmp_path / "images", "--output": tmp_path / "o"}
     cases = [
         ({"--output": tmp_path / "out.json"}, f"--output {tmp_path / 'out.json'} is an existing file, not a folder"),
-        ({"--config-file": tmp_path / "no.py"}, f"--config-file {tmp_path / 'no.py'} does not exist"),
+        ({"--config-file": tmp_path / "no.py"}, f"--config-file: config file {tmp_path / 'no.py'} does not exist"),
         ({"--config-file": tmp_path / "out.json"}, f"--config-file {tmp_path / 'out.json'} is not a LazyConfig file"),
         ({"--weights": tmp_path / "no.pth"}, f"--weights {tmp_path / 'no.pth'} does not exist"),
         ({"--weights": tmp_path}, f"--weights {tmp_path} is a directory, not a checkpoint file (.pth)"),

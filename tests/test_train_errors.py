@@ -37,7 +37,11 @@ def run_command_line(capsys, *argv: str) -> tuple[int, str]:
 # (command-line arguments, the error line) with {root} for the set-up folder, {config} for its config
 BEFORE_START = [
     (["train.max_iter=abc"], "override 'train.max_iter=abc': train.max_iter expects int (currently 6), got str 'abc'"),
-    (["--config-file", "{root}/missing.py"], "config file {root}/missing.py does not exist"),
+    (
+        ["--config-file", "{root}/missing.py"],
+        "config file {root}/missing.py does not exist, nor is it a config name "
+        "(python -m recursivedet.model_zoo lists the names)",
+    ),
     (["--config-file", "{root}/folder"], "config file {root}/folder is a directory, not a config file"),
     (["--config-file", "{root}/syntax.py"], "config file {root}/syntax.py, line 1: '(' was never closed"),
     (

@@ -1,12 +1,12 @@
 """Training machinery: command line, checked config overrides, trainer set-up, hooks, checkpoints and a
 training data loader whose order survives a resume."""
 
+from recursivedet.errors import ConfigFileError, ConfigValueError
+
 from .checkpoint import Checkpointer, CheckpointError, load_weights
 from .cli import (
     HELP_SECTIONS,
-    ConfigFileError,
     ConfigOverrideError,
-    ConfigValueError,
     WorkerError,
     argument_parser,
     check_overrides,

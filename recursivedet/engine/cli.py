@@ -17,7 +17,8 @@ from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from recursivedet.errors import TRACEBACK_ENV, USER_ERROR_EXIT, UserError
+from recursivedet.errors import TRACEBACK_ENV, USER_ERROR_EXIT, ConfigFileError, UserError
+from recursivedet.model_zoo import get_config_file
 from recursivedet.switches import switches_help
 
 # ---- --help epilog ---------------------------------------------------------------------------------------
@@ -52,15 +53,6 @@ def argument_parser():
 # ---- checked overrides -----------------------------------------------------------------------------------
 class ConfigOverrideError(UserError, ValueError):
     """An override names a key that does not exist or gives a value of the wrong type."""
-
-
-class ConfigFileError(UserError, ValueError):
-    """A config file that does not exist or cannot be parsed."""
-
-
-class ConfigValueError(UserError, ValueError):
-    """A config value that cannot work (e.g. no proposals, a class count that does not fit the dataset); the
-    message names the key."""
 
 
 _MISSING = object()
@@ -179,11 +171,11 @@ def check_overrides(cfg, overrides: list[str]) -> None:
 
 
 def load_config(config_file: str, overrides: list[str] | None = None):
-    """Load a LazyConfig file and apply checked overrides. :class:`ConfigFileError` names a file that does not
-    exist, is no .py/.yaml file or has a syntax error (the line); :class:`ConfigOverrideError` a bad override."""
-    if "://" not in config_file and not os.path.isfile(config_file):
-        what = "is a directory, not a config file" if os.path.isdir(config_file) else "does not exist"
-        raise ConfigFileError(f"config file {config_file} {what}")
+    """Load a LazyConfig file or config name (:mod:`recursivedet.model_zoo`) and apply checked overrides.
+    :class:`ConfigFileError` names a config that does not exist (with the closest names), is no .py/.yaml file
+    or has a syntax error (the line); :class:`ConfigOverrideError` a bad override."""
+    if "://" not in config_file:
+        config_file = get_config_file(config_file)
     if os.path.splitext(config_file)[1] not in (".py", ".yaml", ".yml"):
         raise ConfigFileError(f"config file {config_file} must be a python (.py) or yaml (.yaml) file")
     try:

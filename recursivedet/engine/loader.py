@@ -35,9 +35,8 @@ from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
 from recursivedet.data import DatasetError
-from recursivedet.errors import UserError
+from recursivedet.errors import ConfigValueError, UserError
 
-from .cli import ConfigValueError
 from .hooks import derived_seed
 
 logger = logging.getLogger(__name__)

@@ -19,10 +19,9 @@ from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from recursivedet.errors import TRACEBACK_ENV, UserError
+from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, UserError
 
 from .checkpoint import Checkpointer, CheckpointError, load_weights
-from .cli import ConfigValueError
 from .hooks import EvalHook, GradClipHook, IterationSeedHook, NonFiniteCheck
 from .loader import TrainLoader, dataset_categories, require_registered
 

@@ -8,7 +8,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postproce
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
-from recursivedet.engine.cli import ConfigValueError
+from recursivedet.errors import ConfigValueError
 
 from .backbone.folded_norm import fold_frozen_batchnorm as fold_frozen_bn
 from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
