@@ -8,6 +8,6 @@ import warnings
 # (a filter cannot tell who called torch.jit.script), but matches only this message and category.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
-# Importing these registers, with detectron2, the built-in datasets shapes_train and shapes_val (generated on
-# first load, not here), the RecursiveDet meta-architecture and the project's backbones.
+# Importing these registers the built-in datasets shapes_train and shapes_val with detectron2 (generated on
+# first load, not here).
 from recursivedet import data, modeling  # noqa: E402, F401

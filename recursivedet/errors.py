@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-__all__ = ["TRACEBACK_ENV", "ConfigFileError", "ConfigValueError", "UserError", "run_command"]
+__all__ = ["TRACEBACK_ENV", "CheckpointFormatError", "ConfigFileError", "ConfigValueError", "UserError", "run_command"]
 
 TRACEBACK_ENV = "RECURSIVEDET_TRACEBACK"
 # Exit status of a command stopped by a user error (argparse uses 2 for bad arguments as well).
@@ -21,6 +21,10 @@ USER_ERROR_EXIT = 2
 
 class UserError(Exception):
     """A problem with the user's input that the message fully explains; no traceback is needed."""
+
+
+class CheckpointFormatError(UserError, ValueError):
+    """A checkpoint that no converter of official checkpoints knows."""
 
 
 class ConfigFileError(UserError, ValueError):

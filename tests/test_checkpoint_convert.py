@@ -13,10 +13,10 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from omegaconf import OmegaConf
 
-from recursivedet.checkpoint import CheckpointFormatError, convert_official_state_dict, detect_official_architecture
-from recursivedet.checkpoint.convert import main as convert_main
-from recursivedet.errors import run_command
+from recursivedet.convert import main as convert_main
+from recursivedet.errors import CheckpointFormatError, run_command
 from recursivedet.modeling.stage import DecoderStage
+from recursivedet.projects.SparseRCNN.convert import convert_official_state_dict, detect_official_architecture
 
 CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "models"
 

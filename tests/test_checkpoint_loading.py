@@ -56,7 +56,7 @@ PKL_REFUSED = (
 
 
 def run_convert_cli(*argv: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "recursivedet.checkpoint.convert", *argv]
+    cmd = [sys.executable, "-m", "recursivedet.convert", *argv]
     return subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
 
 

@@ -1,6 +1,6 @@
 """Sparse R-CNN (the host detector) on ResNet-50-FPN: 6 independent stages, one dynamic-conv pass, no
 positional encodings, Sparse R-CNN's box deltas. Loads official Sparse R-CNN checkpoints after conversion
-(``python -m recursivedet.checkpoint.convert``)."""
+(``python -m recursivedet.convert``)."""
 
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet

@@ -397,9 +397,7 @@ class Checkpointer(DetectionCheckpointer):
                 problems.append(f"{len(keys)} {what} ({_some(keys)})")
         loaded = num_model_keys - len(incompatible.missing_keys) - len(incompatible.incorrect_shapes)
         if (self.strict and problems) or loaded <= 0:
-            hint = (
-                " (an official checkpoint? convert it: python -m recursivedet.checkpoint.convert)" if official else ""
-            )
+            hint = " (an official checkpoint? convert it: python -m recursivedet.convert)" if official else ""
             raise CheckpointError(
                 f"checkpoint {self._loading} does not fit the model ({num_model_keys} entries): "
                 + "; ".join(problems or ["nothing loaded"])

@@ -1,10 +1,10 @@
 """The RecursiveDet meta-architecture (Sparse R-CNN host): backbone, learnable proposals, decoder, optional
-REGO refinement, criterion and inference, registered in detectron2's ``META_ARCH_REGISTRY``."""
+REGO refinement, criterion and inference."""
 
 import math
 
 import torch
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postprocess
+from detectron2.modeling import Backbone, detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
@@ -31,7 +31,8 @@ def initial_boxes(kind: str, num: int) -> torch.Tensor:
     raise ValueError(f"proposal_box_init must be 'image' or 'grid', got {kind!r}")
 
 
-@META_ARCH_REGISTRY.register()
+# Not in detectron2's META_ARCH_REGISTRY: the model is built from LazyConfig nodes (its sub-modules passed in);
+# a yacs config would need a key for every switch, a second description of the same model.
 class RecursiveDet(nn.Module):
     """End-to-end region-based detector with a (recursive) dynamic-conv decoder.
 

@@ -11,7 +11,7 @@ processes exchange data through files only.
 
 The official model (R50-FPN, ``--proposals`` proposals) gets seeded random weights, with its LayerNorms,
 head biases and initial proposal boxes randomised so that no mistake hides behind symmetric defaults. Its
-state dict is converted with ``recursivedet.checkpoint.convert.convert_official_state_dict`` and loaded
+state dict is converted with ``recursivedet.projects.SparseRCNN.convert.convert_official_state_dict`` and loaded
 strictly into this project's model from the config ``models/<arch>.py``.
 
 Each image (random uint8, one per batch) goes through both models in eval mode. Reported per image: for

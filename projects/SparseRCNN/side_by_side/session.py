@@ -15,8 +15,8 @@ from recursivedet.analysis.measure import (
     sample_seconds,
 )
 from recursivedet.analysis.model_cost import flops_by_module
-from recursivedet.checkpoint.convert import convert_official_state_dict, detect_official_architecture
 from recursivedet.errors import UserError
+from recursivedet.projects.SparseRCNN.convert import convert_official_state_dict, detect_official_architecture
 
 from .official import OFFICIAL_CONFIG
 from .outputs import (
