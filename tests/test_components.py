@@ -210,3 +210,13 @@ def test_num_boxes_is_at_least_one():
     assert SetCriterion.num_boxes(empty, torch.device("cpu")) == 1.0
     two = [{"labels": torch.tensor([1, 2])}, {"labels": torch.tensor([0])}]
     assert SetCriterion.num_boxes(two, torch.device("cpu")) == 3.0
+
+
+def test_matcher_assigns_even_when_predictions_are_not_finite():
+    logits = torch.zeros(1, 4, 3)
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [float("nan")] * 4, [0.3, 0.3, 0.1, 0.1], [0.7, 0.7, 0.2, 0.2]]])
+    logits[0, 1] = float("nan")
+    target = {"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])}
+    ((rows, cols),) = HungarianMatcher()(logits, boxes, [target])
+    # the non-finite proposal costs the most, so the finite ones on the targets are chosen
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 0), (3, 1)]

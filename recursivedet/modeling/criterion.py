@@ -5,6 +5,8 @@ from detectron2.utils import comm
 from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
+from recursivedet.errors import ConfigValueError
+
 from .box_utils import cxcywh_to_xyxy
 from .matcher import L1_BOX_FORMATS, HungarianMatcher, l1_coordinates
 
@@ -36,7 +38,7 @@ class SetCriterion(nn.Module):
             class_weight, l1_weight, giou_weight, focal_alpha, focal_gamma, l1_box_format
         )
         if l1_box_format not in L1_BOX_FORMATS:
-            raise ValueError(f"l1_box_format must be one of {L1_BOX_FORMATS}, got {l1_box_format!r}")
+            raise ConfigValueError(f"l1_box_format must be one of {L1_BOX_FORMATS}, got {l1_box_format!r}")
         self.l1_box_format = l1_box_format
         self.class_weight = class_weight
         self.l1_weight = l1_weight

@@ -10,6 +10,8 @@
 import torch
 from torch import nn
 
+from recursivedet.errors import ConfigValueError
+
 from .box_utils import cxcywh_to_xyxy
 from .position_encoding import ImageSinePE, box_sine_embedding
 from .roi_align import fixed_grid_roi_align, pool_roi_features
@@ -58,13 +60,13 @@ class RecursiveDecoder(nn.Module):
     ):
         super().__init__()
         if stage_sharing not in STAGE_SHARING:
-            raise ValueError(f"stage_sharing must be one of {STAGE_SHARING}, got {stage_sharing!r}")
+            raise ConfigValueError(f"stage_sharing must be one of {STAGE_SHARING}, got {stage_sharing!r}")
         if num_stages < 1:
-            raise ValueError(f"num_stages must be at least 1, got {num_stages}")
+            raise ConfigValueError(f"num_stages must be at least 1, got {num_stages}")
         if dynamic_passes < 1 or (first_stage_dynamic_passes is not None and first_stage_dynamic_passes < 1):
-            raise ValueError("dynamic-conv passes must be at least 1")
+            raise ConfigValueError("dynamic-conv passes must be at least 1")
         if box_delta_init not in ("xavier", "zero"):
-            raise ValueError(f"box_delta_init must be 'xavier' or 'zero', got {box_delta_init!r}")
+            raise ConfigValueError(f"box_delta_init must be 'xavier' or 'zero', got {box_delta_init!r}")
         self.pooler = pooler
         self.num_stages = num_stages
         self.stage_sharing = stage_sharing

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from recursivedet.errors import ConfigValueError
+
 from .linear import Linear, linear
 from .mlp import MLP
 from .position_encoding import CenternessMask
@@ -35,7 +37,9 @@ class DynamicConv(nn.Module):
     ):
         super().__init__()
         if centerness is not None and not box_pe:
-            raise ValueError("centerness PE modulates the dynamic-conv box PE (official code): it needs box_pe=True")
+            raise ConfigValueError(
+                "centerness PE modulates the dynamic-conv box PE (official code): it needs box_pe=True"
+            )
         self.dim = dim
         self.dynamic_dim = dynamic_dim
         self.num_params = dim * dynamic_dim

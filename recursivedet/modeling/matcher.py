@@ -5,6 +5,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import generalized_box_iou
 
+from recursivedet.errors import ConfigValueError
+
 from .box_utils import cxcywh_to_xyxy
 
 L1_BOX_FORMATS = ("cxcywh", "xyxy")
@@ -35,9 +37,9 @@ class HungarianMatcher(nn.Module):
     ):
         super().__init__()
         if class_weight == 0 and l1_weight == 0 and giou_weight == 0:
-            raise ValueError("all matching cost weights are 0")
+            raise ConfigValueError("all matching cost weights are 0")
         if l1_box_format not in L1_BOX_FORMATS:
-            raise ValueError(f"l1_box_format must be one of {L1_BOX_FORMATS}, got {l1_box_format!r}")
+            raise ConfigValueError(f"l1_box_format must be one of {L1_BOX_FORMATS}, got {l1_box_format!r}")
         self.l1_box_format = l1_box_format
         self.class_weight = class_weight
         self.l1_weight = l1_weight
@@ -78,6 +80,9 @@ class HungarianMatcher(nn.Module):
         gt_labels = torch.cat([t["labels"] for t in targets])
         gt_boxes = torch.cat([t["boxes"] for t in targets])
         cost = self.cost_matrix(logits, boxes, gt_labels, gt_boxes).cpu()
+        # A diverged model (NaN/inf predictions) still gets an assignment, so that its losses come out
+        # non-finite and training stops naming them, instead of scipy failing on "invalid numeric entries".
+        cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
         indices = []
         for i, c in enumerate(cost.split(sizes, dim=-1)):
             rows, cols = linear_sum_assignment(c[i].numpy())

@@ -28,7 +28,7 @@ def initial_boxes(kind: str, num: int) -> torch.Tensor:
         cx = (index % cols + 0.5) / cols
         cy = (index // cols + 0.5) / rows
         return torch.stack([cx, cy, torch.full_like(cx, 1 / cols), torch.full_like(cy, 1 / rows)], dim=1)
-    raise ValueError(f"proposal_box_init must be 'image' or 'grid', got {kind!r}")
+    raise ConfigValueError(f"proposal_box_init must be 'image' or 'grid', got {kind!r}")
 
 
 # Not in detectron2's META_ARCH_REGISTRY: the model is built from LazyConfig nodes (its sub-modules passed in);
@@ -116,7 +116,7 @@ class RecursiveDet(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         if rego is not None and rego.num_stages and rego.dim != dim:
-            raise ValueError(f"REGO's width {rego.dim} must equal the decoder width {dim} (model.rego.dim)")
+            raise ConfigValueError(f"REGO's width {rego.dim} must equal the decoder width {dim} (model.rego.dim)")
         self.rego = rego if rego is not None and rego.num_stages else None
         self.channels_last = channels_last
         if channels_last:

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from recursivedet.errors import ConfigValueError
+
 from .linear import Linear
 
 CENTERNESS_MODES = ("none", "static", "learnable", "adjust")
@@ -123,7 +125,7 @@ class CenternessMask(nn.Module):
     def __init__(self, mode: str, resolution: int, dim: int):
         super().__init__()
         if mode not in CENTERNESS_MODES[1:]:
-            raise ValueError(f"centerness mode must be one of {CENTERNESS_MODES[1:]}, got {mode!r}")
+            raise ConfigValueError(f"centerness mode must be one of {CENTERNESS_MODES[1:]}, got {mode!r}")
         self.mode = mode
         self.resolution = resolution
         mask = centerness_grid(resolution)

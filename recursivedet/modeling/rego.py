@@ -35,6 +35,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from recursivedet.errors import ConfigValueError
+
 from .box_utils import cxcywh_to_xyxy, inverse_sigmoid
 from .linear import Linear
 from .mlp import MLP
@@ -44,12 +46,12 @@ def glimpse_ratios(num_stages: int, glimpse_scale: float = 1.0, alphas: Sequence
     """Enlargement ratios alpha(1..K) (REGO Sec. 4.3): (K, ..., 2, 1) unless given, times the glimpse scale
     of Table 3 (e.g. K = 3 at 2x: 6, 4, 2). K = 0 (no REGO) gives none."""
     if num_stages < 0:
-        raise ValueError(f"REGO's number of stages must be >= 0, got num_stages={num_stages}")
+        raise ConfigValueError(f"REGO's number of stages must be >= 0, got num_stages={num_stages}")
     base = list(range(num_stages, 0, -1)) if alphas is None else [float(a) for a in alphas]
     if len(base) != num_stages:
-        raise ValueError(f"REGO alphas {base} must give one ratio per stage ({num_stages})")
+        raise ConfigValueError(f"REGO alphas {base} must give one ratio per stage ({num_stages})")
     if glimpse_scale <= 0 or min(base, default=1) <= 0:
-        raise ValueError(f"REGO ratios must be positive, got alphas={base}, glimpse_scale={glimpse_scale}")
+        raise ConfigValueError(f"REGO ratios must be positive, got alphas={base}, glimpse_scale={glimpse_scale}")
     return [float(a * glimpse_scale) for a in base]
 
 
@@ -69,7 +71,7 @@ class GlimpseEncoder(nn.Module):
     def __init__(self, dim: int, resolution: int, groups: int):
         super().__init__()
         if dim % groups:
-            raise ValueError(f"REGO glimpse_groups {groups} must divide the width {dim}")
+            raise ConfigValueError(f"REGO glimpse_groups {groups} must divide the width {dim}")
         self.conv = nn.Conv2d(dim, dim, kernel_size=resolution, groups=groups)
         self.norm1 = nn.LayerNorm(dim)
         self.linear = Linear(dim, dim)
@@ -188,7 +190,7 @@ class RecurrentGlimpseDecoder(nn.Module):
     ):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"REGO needs at least one decoder layer per stage, got num_layers={num_layers}")
+            raise ConfigValueError(f"REGO needs at least one decoder layer per stage, got num_layers={num_layers}")
         self.alphas = glimpse_ratios(num_stages, glimpse_scale, alphas)
         self.dim = dim
         self.resolution = pooler_resolution
@@ -246,7 +248,7 @@ class RecurrentGlimpseDecoder(nn.Module):
             glimpse_boxes = cxcywh_to_xyxy(enlarge_boxes(boxes, alpha)) * whwh[:, None, :]
             glimpses = pool(features, glimpse_boxes)
             if glimpses.shape[1] != self.resolution**2:
-                raise ValueError(
+                raise ConfigValueError(
                     f"REGO expects {self.resolution}x{self.resolution} glimpses, "
                     f"the pooler gives {glimpses.shape[1]} bins"
                 )

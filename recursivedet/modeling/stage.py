@@ -7,6 +7,8 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from torch import nn
 from torch.nn import functional as F
 
+from recursivedet.errors import ConfigValueError
+
 from .box_utils import cxcywh_to_xyxy, inverse_sigmoid, xyxy_to_cxcywh
 from .dynamic_conv import DynamicConv
 from .linear import Linear
@@ -57,9 +59,9 @@ class DecoderStage(nn.Module):
     ):
         super().__init__()
         if dim % 2:
-            raise ValueError(f"model width must be even (half encodes y, half x), got {dim}")
+            raise ConfigValueError(f"model width must be even (half encodes y, half x), got {dim}")
         if box_refinement not in BOX_REFINEMENTS:
-            raise ValueError(f"box_refinement must be one of {BOX_REFINEMENTS}, got {box_refinement!r}")
+            raise ConfigValueError(f"box_refinement must be one of {BOX_REFINEMENTS}, got {box_refinement!r}")
         self.dim = dim
         self.box_refinement = box_refinement
         self.box_pe_self_attention = box_pe_self_attention
