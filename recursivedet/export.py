@@ -42,6 +42,7 @@ from recursivedet.data.coco_register import DatasetError, read_image_checked
 from recursivedet.engine import (
     ConfigOverrideError,
     build_model,
+    check_num_classes,
     get_dataset_dicts,
     load_config,
     load_weights,
@@ -261,11 +262,14 @@ def main(argv=None) -> ExportResult:
     output = Path(args.output)
     if args.dataset:
         dicts = get_dataset_dicts(args.dataset, filter_empty=False)
-        metadata = dataset_metadata(args.dataset)
+        category_source = args.dataset
     else:
         dicts = image_folder_dicts(args.images)
         train_names = cfg.dataloader.train.dataset.names
-        metadata = dataset_metadata(train_names if isinstance(train_names, str) else train_names[0])
+        category_source = train_names if isinstance(train_names, str) else train_names[0]
+    metadata = dataset_metadata(category_source)
+    # Before the model runs: a class the dataset does not have would fail the category mapping at the end.
+    check_num_classes(cfg, [category_source])
     make_output_folder(output)
 
     model = build_model(cfg)

@@ -255,3 +255,16 @@ def test_json_outputs_are_replaced_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.json"], "no temporary file is left"
     export.write_json(path, data)
     assert json.loads(path.read_text()) == data
+
+
+def test_a_class_count_other_than_the_datasets_stops_before_the_model_runs(trained, tmp_path, capsys):
+    _, config, weights = trained
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
+    argv = ["--config-file", config, "--weights", weights, "--images", tmp_path / "images", "--output", tmp_path / "o"]
+    assert _command(*map(str, argv), "model.decoder.stage.num_classes=7") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the model has 7 classes (model.decoder.stage.num_classes) but dataset ") and (
+        err.count("\n") == 1
+    ), err
+    assert not (tmp_path / "o").exists()
