@@ -134,6 +134,7 @@ class RecursiveDecoder(nn.Module):
         pe_extents=None,
         num_stages: int | None = None,
         return_features: bool = False,
+        condition: torch.Tensor | None = None,
     ):
         """Run the stages.
 
@@ -141,12 +142,15 @@ class RecursiveDecoder(nn.Module):
             features: list of FPN maps (B, c, H_l, W_l) in the pooler's level order (channels-last memory format
                 for the gathered RoIAlign, which would otherwise copy them in every stage).
             boxes: (B, N, 4) initial normalised (cx, cy, w, h) boxes.
-            proposal_features: (B, N, c) initial proposal features.
+            proposal_features: (B, N, c) initial proposal features; None: each proposal's mean RoI feature in the
+                first stage (DiffusionDet, which has no learnable proposal features).
             whwh: (B, 4) image sizes (w, h, w, h) in pixels.
             pe_extents: per level, (B, 2) height and width in cells over which each image's PE is
                 normalised (needed when a stage uses the dynamic-conv box PE).
             num_stages: run only the first stages (e.g. to study depth at inference, paper Fig. 4).
             return_features: also return the last stage's object features q^T (B, N, c) (REGO's H_dec(0)).
+            condition: (B, condition_dim) per-image conditioning handed to every stage (DiffusionDet's time
+                embedding; see :class:`DecoderStage`); a shared stage applies its own modulation at each use.
         Returns:
             list over stages of (class logits (B, N, K), boxes (B, N, 4)); with ``return_features`` the pair
             (that list, q^T).
@@ -157,6 +161,8 @@ class RecursiveDecoder(nn.Module):
             stage = self.stage_module(t)
             pixel_boxes = cxcywh_to_xyxy(boxes) * whwh[:, None, :]
             roi = self.pool(features, pixel_boxes)
+            if proposal_features is None:
+                proposal_features = roi.mean(1).view(*boxes.shape[:2], -1)
             roi_pos = None
             if stage.dynamic_conv.box_pe:
                 if self.analytic_pe is not None:
@@ -166,8 +172,10 @@ class RecursiveDecoder(nn.Module):
                         image_pos = [self.image_pe(f, e) for f, e in zip(features, pe_extents, strict=True)]
                     roi_pos = pool_roi_features(self.pooler, image_pos, pixel_boxes, gather=False)
             box_sine = box_sine_embedding(boxes, stage.dim // 2) if stage.uses_box_sine else None
+            # Without a conditioning the stage is called exactly as before it existed (the host's call).
+            conditioning = {} if condition is None else {"condition": condition}
             logits, new_boxes, proposal_features = stage(
-                proposal_features, boxes, roi, roi_pos, box_sine, passes=self.stage_passes(t)
+                proposal_features, boxes, roi, roi_pos, box_sine, passes=self.stage_passes(t), **conditioning
             )
             outputs.append((logits, new_boxes))
             boxes = new_boxes.detach()

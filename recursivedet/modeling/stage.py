@@ -38,6 +38,13 @@ class DecoderStage(nn.Module):
         centerness: cb-PE mode, "none" | "static" | "learnable" | "adjust" (Eq. 6, Table 5).
         box_refinement: "sigmoid" (RecursiveDet code: b' = sigmoid(inverse_sigmoid(b) + delta)) or
             "deltas" (Sparse R-CNN code: Faster R-CNN deltas with weights (2, 2, 1, 1)).
+        condition_dim: width of a per-image conditioning vector (0: none). With it, SiLU -> Linear(condition_dim,
+            2c) gives a scale and shift per image, applied as q * (scale + 1) + shift to the input of the class
+            and box branches only; the stage still returns the unmodulated object feature (DiffusionDet's time
+            modulation, official ``block_time_mlp``).
+        box_pe_min_size: lower bound on the normalised w and h that the dynamic-conv box PE divides by (Eq. 4:
+            w_ref / w, h_ref / h); 0 leaves them as they are. Hosts whose proposals can have zero width
+            (DiffusionDet's clamped noisy boxes) need it.
     """
 
     def __init__(
@@ -56,14 +63,22 @@ class DecoderStage(nn.Module):
         box_pe_dynamic_conv: bool = False,
         centerness: str = "none",
         box_refinement: str = "sigmoid",
+        condition_dim: int = 0,
+        box_pe_min_size: float = 0.0,
     ):
         super().__init__()
         if dim % 2:
             raise ConfigValueError(f"model width must be even (half encodes y, half x), got {dim}")
         if box_refinement not in BOX_REFINEMENTS:
             raise ConfigValueError(f"box_refinement must be one of {BOX_REFINEMENTS}, got {box_refinement!r}")
+        if condition_dim < 0 or box_pe_min_size < 0:
+            raise ConfigValueError(
+                f"condition_dim and box_pe_min_size cannot be negative, got {condition_dim} and {box_pe_min_size}"
+            )
         self.dim = dim
         self.box_refinement = box_refinement
+        self.condition_dim = condition_dim
+        self.box_pe_min_size = box_pe_min_size
         self.box_pe_self_attention = box_pe_self_attention
         if box_pe_self_attention:
             # Box sinusoid (4 x c/2 = 2c) -> MLP -> p (official: 512 -> 256 -> 256 at c = 256).
@@ -81,12 +96,14 @@ class DecoderStage(nn.Module):
         self.reg_layers = nn.Sequential(*[m for _ in range(num_reg_layers) for m in _head_block(dim)])
         self.class_logits = Linear(dim, num_classes)
         self.box_delta = Linear(dim, 4)
+        if condition_dim:
+            self.condition_mlp = nn.Sequential(nn.SiLU(), Linear(condition_dim, 2 * dim))
 
     @property
     def uses_box_sine(self) -> bool:
         return self.box_pe_self_attention or self.dynamic_conv.box_pe
 
-    def forward(self, features, boxes, roi_features, roi_pos=None, box_sine=None, passes: int = 1):
+    def forward(self, features, boxes, roi_features, roi_pos=None, box_sine=None, passes: int = 1, condition=None):
         """Run the stage on B images with N proposals each.
 
         Args:
@@ -97,6 +114,7 @@ class DecoderStage(nn.Module):
                 box PE.
             box_sine: (B, N, 2c) box sinusoid, when a box PE is on.
             passes: dynamic-conv passes (2 = RecDy: same Dyn, Out, residual and LayerNorm reused).
+            condition: (B, condition_dim) per-image conditioning (needed when ``condition_dim`` > 0).
         Returns:
             class logits (B, N, K), boxes b^{t+1} (B, N, 4), object features q^{t+1} (B, N, c).
         """
@@ -108,15 +126,31 @@ class DecoderStage(nn.Module):
         flat_boxes = boxes.reshape(b * n, 4)
         flat_sine = box_sine.reshape(b * n, -1) if box_sine is not None else None
         roi_pos = self.dynamic_conv.project_roi_position(roi_pos) if self.dynamic_conv.box_pe else None
+        pe_boxes = flat_boxes
+        if self.box_pe_min_size > 0:
+            pe_boxes = torch.cat((flat_boxes[:, :2], flat_boxes[:, 2:].clamp(min=self.box_pe_min_size)), dim=1)
         for _ in range(passes):
-            update = self.dynamic_conv(x, roi_features, roi_pos, flat_sine, flat_boxes)
+            update = self.dynamic_conv(x, roi_features, roi_pos, flat_sine, pe_boxes)
             x = self.norm2(x + self.dropout(update))
 
         x = self.norm3(x + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
-        logits = self.class_logits(self.cls_layers(x))
-        deltas = self.box_delta(self.reg_layers(x))
+        head_input = self.modulate(x.view(b, n, c), condition).view(b * n, c)
+        logits = self.class_logits(self.cls_layers(head_input))
+        deltas = self.box_delta(self.reg_layers(head_input))
         new_boxes = self.refine(flat_boxes, deltas)
         return logits.view(b, n, -1), new_boxes.view(b, n, 4), x.view(b, n, c)
+
+    def modulate(self, features: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """(B, N, c) object features -> the class/box branch input, (B, N, c): q * (scale + 1) + shift with one
+        (scale, shift) per image from ``condition`` (B, condition_dim); q itself without conditioning."""
+        if not self.condition_dim:
+            if condition is not None:
+                raise ValueError("this stage takes no conditioning (condition_dim=0)")
+            return features
+        if condition is None:
+            raise ValueError(f"this stage needs a (B, {self.condition_dim}) conditioning")
+        scale, shift = self.condition_mlp(condition).chunk(2, dim=-1)
+        return features * (scale[:, None] + 1) + shift[:, None]
 
     def refine(self, boxes: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
         """(M, 4) normalised cxcywh boxes + (M, 4) predicted deltas -> (M, 4) refined boxes."""
