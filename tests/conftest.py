@@ -1,4 +1,5 @@
-"""Shared fixtures: a private dataset cache and dataset names that are unregistered after each test."""
+"""Shared fixtures: a private dataset cache, dataset names that are unregistered after each test, the run
+folder of the tiny training configs (``tests/configs/``)."""
 
 import itertools
 
@@ -30,6 +31,17 @@ def dataset_name():
     for name in names:
         DatasetCatalog.pop(name, None)
         MetadataCatalog.pop(name, None)
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """``tmp_path``, as the run of the tiny configs (``training_setup.TINY_CONFIG`` and its variants): the
+    datasets ``tiny_train`` (6 images) and ``tiny_val`` (3) in ``tmp_path/data``, the output in
+    ``tmp_path/output``; the configs register the datasets, which are unregistered after the test."""
+    from training_setup import tiny_run_at
+
+    with tiny_run_at(tmp_path) as run:
+        yield run
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,32 @@
-"""Small models for fast CPU tests: the real decoder, criterion and meta-architecture on a tiny backbone."""
+"""Small models for fast CPU tests: the real decoder, criterion and meta-architecture on a tiny backbone;
+a RecursiveDet whose losses become NaN or infinite on request; running them on one thread."""
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 from detectron2.structures import Boxes, Instances
+from detectron2.utils import comm
 from torch import nn
 
-CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+from recursivedet.modeling import RecursiveDet
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@contextmanager
+def one_thread():
+    """Tiny models only lose time to thread synchronisation, more so when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class TinyBackbone(Backbone):
@@ -63,3 +82,24 @@ def make_input(h: int, w: int, boxes=(), classes=(), seed: int = 0) -> dict:
     inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
     image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
     return {"image": image, "instances": inst, "height": h, "width": w}
+
+
+class NonFiniteRecursiveDet(RecursiveDet):
+    """RecursiveDet whose losses ``keys`` are multiplied by ``value`` in training iteration ``at`` (counted by
+    this process's training forwards) on process ``rank`` (None: on every process). With ``gradient_only``
+    the losses keep their value and get a NaN gradient instead."""
+
+    def __init__(self, *, at: int, keys: list, value: float = math.nan, rank=None, gradient_only=False, **kwargs):
+        super().__init__(**kwargs)
+        self.at, self.keys, self.value, self.rank, self.gradient_only = at, list(keys), value, rank, gradient_only
+        self.calls = 0
+
+    def losses(self, *args, **kwargs):
+        losses = super().losses(*args, **kwargs)
+        if self.calls == self.at and self.rank in (None, comm.get_rank()):
+            for key in self.keys:
+                loss = losses[key]
+                # gradient_only: the value is loss + 0, the gradient 1 + 0 * (d sqrt(x) / dx at 0 = inf) = nan
+                losses[key] = loss + torch.sqrt(loss * 0) if self.gradient_only else loss * self.value
+        self.calls += 1
+        return losses

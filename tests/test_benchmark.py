@@ -2,12 +2,15 @@
 
 import json
 
+import pytest
+
 from recursivedet.analysis.benchmark import main
 from recursivedet.model_zoo import get_config_file
 
 CONFIG = get_config_file("recursivedet_shapes_demo.py")
 
 
+@pytest.mark.slow
 def test_benchmark_reports_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(

@@ -3,14 +3,12 @@ unusable file is reported with its name and what is wrong with it; training star
 
 import logging
 import pickle
-import subprocess
-import sys
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
-from test_train_net import REPO, make_setup, run_main, subprocess_env
+from training_setup import TINY_CONFIG, run_main, run_python
 
 from recursivedet.engine import Checkpointer, CheckpointError, load_weights
 
@@ -55,11 +53,12 @@ PKL_REFUSED = (
 )
 
 
-def run_convert_cli(*argv: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "recursivedet.convert", *argv]
-    return subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+def run_convert_cli(*argv: str):
+    """``python -m recursivedet.convert argv...`` in a subprocess."""
+    return run_python("-m", "recursivedet.convert", *argv, timeout=300)
 
 
+@pytest.mark.slow
 def test_converter_runs_no_code_from_the_file(malicious, tmp_path):
     marker, pth, _ = malicious
     result = run_convert_cli(str(pth), str(tmp_path / "out.pth"))
@@ -69,6 +68,7 @@ def test_converter_runs_no_code_from_the_file(malicious, tmp_path):
     assert not (tmp_path / "out.pth").exists()
 
 
+@pytest.mark.slow
 def test_converter_prints_no_runpy_warning():
     result = run_convert_cli("--help")
     assert result.returncode == 0
@@ -95,10 +95,10 @@ def test_load_weights_runs_no_code_from_pth_or_pkl(malicious):
     assert isinstance(error, CheckpointError) and str(error) == f"cannot read checkpoint {pkl}: {PKL_REFUSED}"
 
 
-def test_resume_runs_no_code_and_names_a_garbled_last_checkpoint(malicious, tmp_path):
+def test_resume_runs_no_code_and_names_a_garbled_last_checkpoint(malicious, tiny_run):
     marker, pth, _ = malicious
-    config = make_setup(tmp_path / "run")
-    out = tmp_path / "run" / "output"
+    config = TINY_CONFIG
+    out = tiny_run / "output"
     out.mkdir()
     pth.rename(out / "model_0000002.pth")
     (out / "last_checkpoint").write_text("model_0000002.pth")
@@ -234,20 +234,19 @@ def checkpointer_log():
     logger.removeHandler(handler)
 
 
-def test_resume_without_a_checkpoint_says_so_and_trains_from_scratch(tmp_path, checkpointer_log):
-    config = make_setup(tmp_path)
-    trainer = run_main(config, "train.max_iter=2", resume=True)
-    assert trainer.iter == 2 and (tmp_path / "output" / "model_final.pth").exists()
+def test_resume_without_a_checkpoint_says_so_and_trains_from_scratch(tiny_run, checkpointer_log):
+    trainer = run_main(TINY_CONFIG, "train.max_iter=2", resume=True)
+    assert trainer.iter == 2 and (tiny_run / "output" / "model_final.pth").exists()
     assert (
         "WARNING",
-        f"--resume: no checkpoint found in {tmp_path / 'output'} (no last_checkpoint file); training starts from "
+        f"--resume: no checkpoint found in {tiny_run / 'output'} (no last_checkpoint file); training starts from "
         "scratch (train.init_checkpoint is empty)",
     ) in checkpointer_log
 
 
-def test_restart_removes_leftovers_of_a_killed_save_and_keeps_max_to_keep(tmp_path, checkpointer_log):
-    config = make_setup(tmp_path)
-    out = tmp_path / "output"
+def test_restart_removes_leftovers_of_a_killed_save_and_keeps_max_to_keep(tiny_run, checkpointer_log):
+    config = TINY_CONFIG
+    out = tiny_run / "output"
     keep_two = ["train.checkpointer.period=1", "train.checkpointer.max_to_keep=2"]
     run_main(config, "train.max_iter=3", *keep_two)
     assert sorted(p.name for p in out.glob("model_*")) == ["model_0000001.pth", "model_0000002.pth", "model_final.pth"]

@@ -2,7 +2,7 @@
 
 import pytest
 from detectron2.config import LazyConfig
-from test_train_net import REPO, make_setup, train_net
+from training_setup import REPO, TINY_CONFIG, tiny_run_at, train_net
 
 from recursivedet.engine import ConfigOverrideError, check_overrides, load_config
 from recursivedet.switches import PAPER_SWITCHES
@@ -12,7 +12,8 @@ MODEL_CONFIG = str(REPO / "configs" / "models" / "recursivedet.py")
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    return LazyConfig.load(str(make_setup(tmp_path_factory.mktemp("overrides"))))
+    with tiny_run_at(tmp_path_factory.mktemp("overrides")):
+        return LazyConfig.load(str(TINY_CONFIG))
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,7 @@ def test_wrong_type_names_the_key_and_both_types(cfg, override, expected):
         check_overrides(cfg, [override])
 
 
-def test_valid_overrides_apply(cfg, tmp_path):
+def test_valid_overrides_apply(cfg, tiny_run):
     overrides = [
         "optimizer.lr=1",  # int for a float
         "train.init_checkpoint=null",
@@ -58,8 +59,7 @@ def test_valid_overrides_apply(cfg, tmp_path):
         "+train.note=hello",  # a new key, on purpose
         "train.output_dir=${train.init_checkpoint}",  # interpolation
     ]
-    config = make_setup(tmp_path)
-    result = load_config(str(config), overrides)
+    result = load_config(str(TINY_CONFIG), overrides)
     assert result.optimizer.lr == 1 and result.lr_multiplier.steps == [100, 200]
     assert result.dataloader.test.batch_size == 2 and result.train.note == "hello"
 
@@ -73,11 +73,10 @@ def test_every_documented_paper_switch_is_a_valid_override():
                 check_overrides(model_cfg, [f"{key}={value}"])
 
 
-def test_command_line_stops_before_training_with_the_message(tmp_path, capsys):
-    config = make_setup(tmp_path)
+def test_command_line_stops_before_training_with_the_message(tiny_run, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train_net.invoke_main(["--config-file", str(config), "train.max_itr=5"])
+        train_net.invoke_main(["--config-file", str(TINY_CONFIG), "train.max_itr=5"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "train.max_itr" in err and "did you mean: train.max_iter" in err
-    assert not (tmp_path / "output").exists()
+    assert not (tiny_run / "output").exists()

@@ -3,14 +3,12 @@ datasets and starts from the demo config, trained and then evaluated with ``trai
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+from training_setup import REPO, run_cli
 
 
 def readme_own_data_config() -> str:
@@ -62,17 +60,7 @@ def write_coco(root: Path, name: str, num_images: int, seed: int, area_and_iscro
     return json_file, images_dir
 
 
-def run_train_net(*argv: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "train_net.py"), *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-
-
+@pytest.mark.slow
 def test_readme_recipe_for_own_coco_data_trains_and_evaluates(tmp_path):
     # The README's paths are relative to the working directory: the user's project folder.
     write_coco(tmp_path / "data", "train", 4, seed=0)
@@ -87,12 +75,12 @@ def test_readme_recipe_for_own_coco_data_trains_and_evaluates(tmp_path):
         "RECURSIVEDET_DATASETS": str(tmp_path / "datasets"),  # the built-in shapes are registered, not written
     }
 
-    trained = run_train_net("--config-file", str(config), *SHRINK, f"train.output_dir={output}", cwd=tmp_path, env=env)
+    trained = run_cli("--config-file", str(config), *SHRINK, f"train.output_dir={output}", cwd=tmp_path, env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "already registered" not in trained.stderr
     assert (output / "model_final.pth").is_file()
 
-    evaluated = run_train_net(
+    evaluated = run_cli(
         "--config-file",
         str(config),
         "--eval-only",

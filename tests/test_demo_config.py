@@ -2,22 +2,21 @@
 training and runs end to end on a tiny dataset (the full demo runs in `make demo`)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from model_factory import make_input
-from test_train_net import one_thread
+from model_factory import make_input, one_thread
 
 from recursivedet import demo
+from recursivedet.model_zoo import get_config_file
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "recursivedet_shapes_demo.py"
+CONFIG = get_config_file("recursivedet_shapes_demo.py")
 
 
+@pytest.mark.slow
 def test_demo_model_is_the_full_paper_model_at_cpu_size():
-    cfg = LazyConfig.load(str(CONFIG))
+    cfg = LazyConfig.load(CONFIG)
     d = cfg.model.decoder
     assert (d.stage_sharing, d.dynamic_passes, d.first_stage_dynamic_passes) == ("all_but_first", 2, 1)
     assert d.stage.box_pe_self_attention and d.stage.box_pe_dynamic_conv and d.stage.centerness == "static"

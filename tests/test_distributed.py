@@ -7,7 +7,7 @@ import pytest
 import torch
 from detectron2.engine import launch
 from detectron2.utils import comm
-from test_train_net import loss_history, make_setup, run_main, train_net
+from training_setup import SYNCBN_CONFIG, loss_history, run_main, train_net
 
 # one scale: one process pads 4 images together, two processes 2 + 2; equal sizes make that irrelevant
 OPTS = ["dataloader.train.mapper.augmentations.min_sizes=[64]", "train.max_iter=3"]
@@ -23,20 +23,20 @@ def _rank_main(args, out_dir):
     torch.save(result, f"{out_dir}/rank{comm.get_rank()}.pth")
 
 
-def test_two_processes_end_with_identical_weights_equal_to_one_process(tmp_path):
-    config = make_setup(tmp_path / "ddp", backbone="resnet18_syncbn")
-    args = train_net.argument_parser().parse_args(["--config-file", str(config), *OPTS])
-    launch(_rank_main, 2, dist_url="auto", args=(args, str(tmp_path)))
+@pytest.mark.slow
+def test_two_processes_end_with_identical_weights_equal_to_one_process(tiny_run):
+    args = train_net.argument_parser().parse_args(["--config-file", str(SYNCBN_CONFIG), *OPTS])
+    launch(_rank_main, 2, dist_url="auto", args=(args, str(tiny_run)))
 
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pth", weights_only=True) for r in (0, 1))
+    rank0, rank1 = (torch.load(tiny_run / f"rank{r}.pth", weights_only=True) for r in (0, 1))
     assert rank0["model"].keys() == rank1["model"].keys()
     for k, v in rank0["model"].items():
         assert torch.equal(v, rank1["model"][k]), k
-    final = torch.load(tmp_path / "ddp/output/model_final.pth", weights_only=True)["model"]
+    final = torch.load(tiny_run / "output/model_final.pth", weights_only=True)["model"]
     assert all(torch.equal(final[k], v) for k, v in rank0["model"].items())
-    assert (tmp_path / "ddp/output/coco_instances_results.json").is_file()  # evaluation gathered on rank 0
+    assert (tiny_run / "output/coco_instances_results.json").is_file()  # evaluation gathered on rank 0
 
-    trainer = run_main(make_setup(tmp_path / "single", backbone="resnet18_syncbn"), *OPTS)
+    trainer = run_main(SYNCBN_CONFIG, *OPTS, f"train.output_dir={tiny_run / 'single'}")
     single = loss_history(trainer)
     assert sorted(single) == sorted(rank0["losses"]) == [0, 1, 2]
     assert all(rank0["losses"][i] == pytest.approx(single[i], rel=1e-4) for i in single)

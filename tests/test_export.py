@@ -7,14 +7,13 @@ import logging
 import resource
 import shutil
 import signal
-import subprocess
-import sys
 from contextlib import contextmanager
 
 import pytest
+from model_factory import one_thread
 from PIL import Image
 from pycocotools.coco import COCO
-from test_train_net import REPO, make_setup, one_thread, run_main, subprocess_env
+from training_setup import TINY_CONFIG, run_main, run_python, tiny_run_at
 
 from recursivedet import export
 from recursivedet.data import register_coco_dataset
@@ -23,11 +22,11 @@ from recursivedet.errors import run_command
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A config and the checkpoint of a 2-iteration training."""
-    root = tmp_path_factory.mktemp("export")
-    config = make_setup(root)
-    run_main(config, "train.max_iter=2")
-    return root, config, root / "output" / "model_final.pth"
+    """A tiny run (its folder and config, for the tests of this module) and the checkpoint of its 2-iteration
+    training."""
+    with tiny_run_at(tmp_path_factory.mktemp("export")) as root:
+        run_main(TINY_CONFIG, "train.max_iter=2")
+        yield root, TINY_CONFIG, root / "output" / "model_final.pth"
 
 
 class _Records(logging.Handler):
@@ -219,12 +218,13 @@ def test_wrong_paths_end_in_one_error_line(trained, tmp_path, capsys):
     assert (tmp_path / "out.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_the_command_line_reports_a_wrong_output_in_one_line(trained, tmp_path):
     _, config, weights = trained
     (tmp_path / "out").write_text("")
-    cmd = [sys.executable, "-m", "recursivedet.export", "--config-file", str(config), "--weights", str(weights)]
-    cmd += ["--images", str(tmp_path), "--output", str(tmp_path / "out")]
-    run = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    args = ["-m", "recursivedet.export", "--config-file", str(config), "--weights", str(weights)]
+    args += ["--images", str(tmp_path), "--output", str(tmp_path / "out")]
+    run = run_python(*args, timeout=120)
     assert run.returncode == 2 and run.stderr.splitlines()[-1] == (
         f"error: --output {tmp_path / 'out'} is an existing file, not a folder"
     )

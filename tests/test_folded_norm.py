@@ -3,6 +3,7 @@ state dict."""
 
 import copy
 
+import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
@@ -31,6 +32,7 @@ def _resnet18():
     return model
 
 
+@pytest.mark.slow
 def test_folded_backbone_equals_the_plain_one():
     plain = _resnet18()
     folded = copy.deepcopy(plain)

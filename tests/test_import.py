@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 _SCRIPT = """
 import json
 import recursivedet
@@ -17,6 +19,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_import_registers_builtin_datasets_without_writing(tmp_path):
     cache, home = tmp_path / "cache", tmp_path / "home"
     cache.mkdir()

@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from PIL import Image
-from test_train_net import make_coco
+from training_setup import make_coco
 
 from recursivedet.data import DatasetError, register_coco_dataset
 from recursivedet.data.mapper import DetectionMapper, inference_augmentations, train_augmentations

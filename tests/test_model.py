@@ -211,6 +211,7 @@ def test_decoder_receives_maps_in_the_layout_it_reads_fastest():
         assert all(f.is_contiguous(memory_format=layout) for f in features), gather
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_two_images():
     torch.manual_seed(0)
     model = tiny_model("recursivedet", **{"decoder.box_delta_init": "zero"}).train()

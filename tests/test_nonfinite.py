@@ -6,55 +6,25 @@ import math
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.utils import comm
 from model_factory import tiny_model
-from test_train_net import make_setup, run_cli, run_main
+from training_setup import NONFINITE_CONFIG, run_cli, run_main
 
 from recursivedet.engine import Checkpointer, NonFiniteLossError
 from recursivedet.engine.hooks import _loss_place
 from recursivedet.errors import UserError
-from recursivedet.modeling import RecursiveDet
 
 
-class NonFiniteRecursiveDet(RecursiveDet):
-    """RecursiveDet whose losses ``keys`` are multiplied by ``value`` in training iteration ``at`` (counted by
-    this process's training forwards) on process ``rank`` (None: on every process). With ``gradient_only``
-    the losses keep their value and get a NaN gradient instead."""
-
-    def __init__(self, *, at: int, keys: list, value: float = math.nan, rank=None, gradient_only=False, **kwargs):
-        super().__init__(**kwargs)
-        self.at, self.keys, self.value, self.rank, self.gradient_only = at, list(keys), value, rank, gradient_only
-        self.calls = 0
-
-    def losses(self, *args, **kwargs):
-        losses = super().losses(*args, **kwargs)
-        if self.calls == self.at and self.rank in (None, comm.get_rank()):
-            for key in self.keys:
-                loss = losses[key]
-                # gradient_only: the value is loss + 0, the gradient 1 + 0 * (d sqrt(x) / dx at 0 = inf) = nan
-                losses[key] = loss + torch.sqrt(loss * 0) if self.gradient_only else loss * self.value
-        self.calls += 1
-        return losses
-
-
-def nonfinite_setup(tmp_path, *, at: int, keys: list, value: float = math.nan, rank=None, gradient_only=False):
-    """The tiny training set-up (3 decoder stages, 6 iterations, checkpoints after iterations 2 and 5, lr
-    1e-4 after a 2-iteration warmup and 1e-5 from iteration 4) with a :class:`NonFiniteRecursiveDet`."""
-    config = make_setup(tmp_path, tag="nonfinite")
-    config.write_text(
-        config.read_text()
-        + f"""
-from test_nonfinite import NonFiniteRecursiveDet
-
-model._target_ = NonFiniteRecursiveDet
-model.at = {at}
-model.keys = {keys!r}
-model.value = float({str(value)!r})
-model.rank = {rank!r}
-model.gradient_only = {gradient_only!r}
-"""
-    )
-    return config
+def nonfinite(*, at: int, keys: list, value: float = math.nan, rank=None, gradient_only=False) -> list[str]:
+    """Overrides of :data:`NONFINITE_CONFIG` (the tiny training set-up: 3 decoder stages, 6 iterations,
+    checkpoints after iterations 2 and 5, lr 1e-4 after a 2-iteration warmup and 1e-5 from iteration 4) that
+    make its losses ``keys`` non-finite (see :class:`model_factory.NonFiniteRecursiveDet`)."""
+    return [
+        f"model.at={at}",
+        f"model.keys=[{','.join(keys)}]",
+        f"model.value={value}",
+        f"model.rank={'null' if rank is None else rank}",
+        f"model.gradient_only={gradient_only}",
+    ]
 
 
 def assert_last_checkpoint_is(config, out, name: str):
@@ -66,10 +36,11 @@ def assert_last_checkpoint_is(config, out, name: str):
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
 
-def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
-    config = nonfinite_setup(tmp_path, at=4, keys=["loss_bbox_1"])
-    out = tmp_path / "output"
-    result = run_cli("--config-file", str(config))
+@pytest.mark.slow
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(tiny_run):
+    config = NONFINITE_CONFIG
+    out = tiny_run / "output"
+    result = run_cli("--config-file", str(config), *nonfinite(at=4, keys=["loss_bbox_1"]))
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1] == (
         f"error: loss loss_bbox_1 (decoder stage 2 of 3) is nan at iteration 4 (lr 1e-05); "
@@ -84,34 +55,32 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
     assert "Traceback" not in log
 
 
-def test_inf_loss_of_the_last_stage_before_any_checkpoint(tmp_path):
-    config = nonfinite_setup(tmp_path, at=0, keys=["loss_cls"], value=math.inf)
+def test_inf_loss_of_the_last_stage_before_any_checkpoint(tiny_run):
     with pytest.raises(NonFiniteLossError) as info:
-        run_main(config)
+        run_main(NONFINITE_CONFIG, *nonfinite(at=0, keys=["loss_cls"], value=math.inf))
     assert str(info.value) == (
         "loss loss_cls (decoder stage 3 of 3) is inf at iteration 0 (lr 1e-06); no checkpoint was written before it"
     )
     assert isinstance(info.value, UserError) and isinstance(info.value, FloatingPointError)
-    assert not list((tmp_path / "output").glob("*.pth"))
+    assert not list((tiny_run / "output").glob("*.pth"))
 
 
-def test_the_earliest_stage_is_named_and_the_others_counted(tmp_path):
+def test_the_earliest_stage_is_named_and_the_others_counted(tiny_run):
     """A NaN box in stage 1 makes the later stages' losses NaN too: the message names the first stage's."""
-    config = nonfinite_setup(tmp_path, at=3, keys=["loss_cls", "loss_bbox_1", "loss_giou_0"])
     with pytest.raises(NonFiniteLossError) as info:
-        run_main(config)
+        run_main(NONFINITE_CONFIG, *nonfinite(at=3, keys=["loss_cls", "loss_bbox_1", "loss_giou_0"]))
     assert str(info.value) == (
         "loss loss_giou_0 (decoder stage 1 of 3) is nan at iteration 3 (lr 0.0001), as are 2 other losses; "
-        f"the last good checkpoint {tmp_path / 'output'}/model_0000002.pth is kept"
+        f"the last good checkpoint {tiny_run / 'output'}/model_0000002.pth is kept"
     )
 
 
 @pytest.mark.parametrize("clip", [True, False])
-def test_nan_gradient_with_finite_losses_stops_before_the_optimizer_step(tmp_path, clip):
-    config = nonfinite_setup(tmp_path, at=3, keys=["loss_giou"], gradient_only=True)
-    out = tmp_path / "output"
+def test_nan_gradient_with_finite_losses_stops_before_the_optimizer_step(tiny_run, clip):
+    config = NONFINITE_CONFIG
+    out = tiny_run / "output"
     with pytest.raises(NonFiniteLossError) as info:
-        run_main(config, f"train.clip_grad.enabled={clip}")
+        run_main(config, *nonfinite(at=3, keys=["loss_giou"], gradient_only=True), f"train.clip_grad.enabled={clip}")
     assert str(info.value) == (
         f"the gradient norm is nan at iteration 3 (lr 0.0001) while every loss is finite; "
         f"the last good checkpoint {out}/model_0000002.pth is kept"
@@ -132,9 +101,10 @@ def test_loss_names_tell_the_stage_and_sort_earliest_first():
     assert order == ["loss_cls_0", "loss_cls_4", "loss_cls", "loss_bbox_rego0", "loss_giou_rego1_0", "total"]
 
 
-def test_nan_loss_in_one_of_two_processes_stops_both_with_one_line(tmp_path):
-    config = nonfinite_setup(tmp_path, at=4, keys=["loss_bbox_1"], rank=1)
-    out = tmp_path / "output"
+@pytest.mark.slow
+def test_nan_loss_in_one_of_two_processes_stops_both_with_one_line(tiny_run):
+    config = NONFINITE_CONFIG
+    out = tiny_run / "output"
     result = run_cli(
         "--config-file",
         str(config),
@@ -142,6 +112,7 @@ def test_nan_loss_in_one_of_two_processes_stops_both_with_one_line(tmp_path):
         "2",
         "--dist-url",
         "auto",
+        *nonfinite(at=4, keys=["loss_bbox_1"], rank=1),
         "dataloader.train.mapper.augmentations.min_sizes=[64]",
     )
     assert result.returncode == 2, result.stderr[-3000:]

@@ -27,17 +27,20 @@ def costs():
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ROWS_WITH_PARAMS, ids=lambda r: f"{r.table}-{r.label}")
 def test_parameters_within_one_percent_of_the_paper(row, costs):
     params_m = costs(row.config)["params"] / 1e6
     assert abs(params_m - row.params_m) / row.params_m < 0.01, (row.label, params_m, row.params_m)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config,expected", OFFICIAL_PARAMETERS.items())
 def test_parameters_equal_the_official_code(config, expected, costs):
     assert costs(config)["params"] == expected
 
 
+@pytest.mark.slow
 def test_stage_parameters_equal_the_official_code(costs):
     sparse = costs("ablations/table4_sparse_rcnn.py")["stage_modules"]
     assert [s["Total"] for s in sparse] == [OFFICIAL_STAGE_PARAMETERS["sparse_rcnn"]] * 6

@@ -1,17 +1,14 @@
 """REGO (CVPR 2022) after the RecursiveDet decoder: glimpse boxes, gradients, losses, inference switch,
 configs of REGO Tables 2-3, parameter growth and a short overfit, on tiny models."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from model_factory import make_input, tiny_config, tiny_model
+from model_factory import CONFIG_DIR, make_input, one_thread, tiny_config, tiny_model
 
 from recursivedet.modeling.box_utils import cxcywh_to_xyxy, image_whwh
 from recursivedet.modeling.rego import enlarge_boxes, glimpse_ratios
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 IMAGES = [
     make_input(64, 96, [[8, 10, 40, 50], [40, 16, 90, 60]], [0, 2], seed=1),
     make_input(64, 64, [[5, 5, 40, 50]], [1], seed=2),
@@ -31,12 +28,10 @@ REGO_ROWS = {
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models only lose time to thread synchronisation, more so when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread():
+    """Every test of this module on one thread (tiny models, see ``model_factory.one_thread``)."""
+    with one_thread():
+        yield
 
 
 def small_rego_model(**overrides):
@@ -104,19 +99,19 @@ def test_stages_pool_glimpses_of_the_previous_boxes_enlarged_by_their_alpha():
 
 
 def test_rego_configs_give_the_rows_of_tables_2_and_3():
-    assert {p.name for p in (CONFIGS / "rego").glob("*.py")} == {
+    assert {p.name for p in (CONFIG_DIR / "rego").glob("*.py")} == {
         *REGO_ROWS,
         "appendix_table4_without_rego_at_inference.py",
     }
     for name, ratios in REGO_ROWS.items():
-        cfg = LazyConfig.load(str(CONFIGS / "rego" / name))
+        cfg = LazyConfig.load(str(CONFIG_DIR / "rego" / name))
         rego = cfg.model.rego
         assert glimpse_ratios(rego.num_stages, rego.glimpse_scale, rego.alphas) == ratios, name
         assert rego.at_inference and not rego.aux_losses and rego.num_layers == 2
         assert cfg.model.num_proposals == 100 and cfg.model.decoder.stage_sharing == "all_but_first"
-    cfg = LazyConfig.load(str(CONFIGS / "rego" / "appendix_table4_without_rego_at_inference.py"))
+    cfg = LazyConfig.load(str(CONFIG_DIR / "rego" / "appendix_table4_without_rego_at_inference.py"))
     assert not cfg.model.rego.at_inference and cfg.model.rego.num_stages == 3
-    assert LazyConfig.load(str(CONFIGS / "recursivedet_R50_100pro_3x.py")).model.rego.num_stages == 0
+    assert LazyConfig.load(str(CONFIG_DIR / "recursivedet_R50_100pro_3x.py")).model.rego.num_stages == 0
 
 
 def test_no_gradient_reaches_the_previous_boxes():
@@ -208,6 +203,7 @@ def test_rego_parameters_scale_with_stages():
     assert [b - a for a, b in zip(stage[:-1], stage[1:], strict=True)] == [3 * 32 * 32] * 3
 
 
+@pytest.mark.slow
 def test_tiny_model_with_rego_overfits_two_images():
     torch.manual_seed(0)
     model = tiny_model(

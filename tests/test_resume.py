@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from test_train_net import REPO, loss_history, make_setup, run_cli, run_main, state_dict_of, subprocess_env
+from training_setup import REPO, TINY_CONFIG, loss_history, run_cli, run_main, state_dict_of, subprocess_env
 
 from recursivedet.engine import Checkpointer, CheckpointError
 from recursivedet.engine import checkpoint as checkpoint_module
@@ -25,24 +25,22 @@ def assert_same_weights(a: dict, b: dict):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path):
-    full = make_setup(tmp_path / "full")
-    trainer = run_main(full, *RANDOM)
+def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tiny_run):
+    trainer = run_main(TINY_CONFIG, *RANDOM)
     full_losses = loss_history(trainer)
 
     # a run "stopped" after iteration 2: its output dir holds that checkpoint only
-    config = make_setup(tmp_path / "resumed")
-    out = tmp_path / "resumed" / "output"
+    out = tiny_run / "resumed"
     out.mkdir()
-    shutil.copy(tmp_path / "full" / "output" / "model_0000002.pth", out)
+    shutil.copy(tiny_run / "output" / "model_0000002.pth", out)
     (out / "last_checkpoint").write_text("model_0000002.pth")
     # a different number of data workers does not change the data
-    trainer = run_main(config, *RANDOM, "dataloader.train.num_workers=2", resume=True)
+    trainer = run_main(TINY_CONFIG, *RANDOM, f"train.output_dir={out}", "dataloader.train.num_workers=2", resume=True)
     resumed_losses = loss_history(trainer)
 
     assert sorted(resumed_losses) == [3, 4, 5]
     assert resumed_losses == {i: full_losses[i] for i in (3, 4, 5)}
-    assert_same_weights(state_dict_of(out / "model_final.pth"), state_dict_of(tmp_path / "full/output/model_final.pth"))
+    assert_same_weights(state_dict_of(out / "model_final.pth"), state_dict_of(tiny_run / "output/model_final.pth"))
 
 
 def _train_process(config, *opts):
@@ -50,12 +48,12 @@ def _train_process(config, *opts):
     return subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tiny_run):
     opts = [*RANDOM, "train.max_iter=40", "train.checkpointer.period=4", "lr_multiplier.steps=[30]"]
-    reference = _train_process(make_setup(tmp_path / "reference"), *opts)
-    config = make_setup(tmp_path / "killed")
-    out = tmp_path / "killed" / "output"
-    victim = _train_process(config, *opts)
+    reference = _train_process(TINY_CONFIG, *opts, f"train.output_dir={tiny_run / 'reference'}")
+    out = tiny_run / "output"
+    victim = _train_process(TINY_CONFIG, *opts)
     try:
         deadline = time.time() + 180
         while not (out / "last_checkpoint").exists():  # the first checkpoint, after iteration 3
@@ -69,14 +67,12 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_p
     assert not (out / "model_final.pth").exists(), "training ended before it was killed"
     assert reference.wait(timeout=240) == 0, reference.stderr.read().decode()[-3000:]
 
-    resumed = run_cli("--config-file", str(config), "--resume", *opts)
+    resumed = run_cli("--config-file", str(TINY_CONFIG), "--resume", *opts)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     started = re.search(r"Starting training from iteration (\d+)", resumed.stdout)
     assert started and int(started.group(1)) >= 4
     assert not list(out.glob("*.tmp")), "a save cut by the kill leaves no temporary file after the restart"
-    assert_same_weights(
-        state_dict_of(out / "model_final.pth"), state_dict_of(tmp_path / "reference/output/model_final.pth")
-    )
+    assert_same_weights(state_dict_of(out / "model_final.pth"), state_dict_of(tiny_run / "reference/model_final.pth"))
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -101,10 +97,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"
 
 
-def test_resume_from_a_corrupt_or_mismatched_checkpoint_names_it(tmp_path):
-    config = make_setup(tmp_path)
+def test_resume_from_a_corrupt_or_mismatched_checkpoint_names_it(tiny_run):
+    config = TINY_CONFIG
     run_main(config, "train.max_iter=3")
-    out = tmp_path / "output"
+    out = tiny_run / "output"
     # a checkpoint of another architecture (more proposals): not silently half-loaded
     with pytest.raises(CheckpointError, match=f"checkpoint {out / 'model_final.pth'} does not fit.*another shape"):
         run_main(config, "train.max_iter=3", "model.num_proposals=12", resume=True)

@@ -3,6 +3,8 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "setup.sh"
 
 
@@ -12,6 +14,7 @@ def _run(env_extra, tmp_path):
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_old_python_is_refused(tmp_path):
     fake = tmp_path / "python3.9"
     fake.write_text('#!/bin/sh\ncase "$2" in *print*) echo 3.9.18;; *) exit 1;; esac\n')
@@ -22,6 +25,7 @@ def test_old_python_is_refused(tmp_path):
     assert not (tmp_path / "venv").exists()
 
 
+@pytest.mark.slow
 def test_missing_interpreters_are_named(tmp_path):
     result = _run({"PYTHON": "no-such-python"}, tmp_path)
     assert result.returncode == 1 and "no 'no-such-python' on PATH" in result.stderr

@@ -176,6 +176,7 @@ def _generate_after_barrier(barrier, results, root):
         results.put(f"error: {e!r}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
 def test_concurrent_generation_ends_with_one_complete_cache(tmp_path, monkeypatch):
     # fork: the children start at once, without re-importing torch and detectron2.

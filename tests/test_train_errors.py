@@ -3,13 +3,10 @@ process starts when it can be (config, override, datasets and their categories, 
 model sizes); the few found while running (unreadable checkpoint, a dataset without annotations, a missing
 image) are one line too (from several processes: see test_nonfinite)."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from model_factory import tiny_model
-from test_train_net import REPO, make_setup, run_main, subprocess_env, train_net
+from training_setup import TINY_CONFIG, run_main, run_python, subprocess_env, tiny_run_at, train_net
 
 from recursivedet.data import DatasetError
 from recursivedet.engine import ConfigValueError
@@ -18,13 +15,13 @@ from recursivedet.errors import UserError
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A tiny config (datasets errors_train / errors_val with 3 categories) and a few files next to it."""
-    root = tmp_path_factory.mktemp("errors")
-    config = make_setup(root, tag="errors")
-    (root / "weights.pth").write_bytes(b"not a checkpoint")
-    (root / "folder").mkdir()
-    (root / "syntax.py").write_text("train = dict(\n    max_iter=3,\n")
-    return root, config
+    """A tiny run (datasets tiny_train / tiny_val with 3 categories, for the tests of this module), its config
+    and a few files next to it."""
+    with tiny_run_at(tmp_path_factory.mktemp("errors")) as root:
+        (root / "weights.pth").write_bytes(b"not a checkpoint")
+        (root / "folder").mkdir()
+        (root / "syntax.py").write_text("train = dict(\n    max_iter=3,\n")
+        yield root, TINY_CONFIG
 
 
 def run_command_line(capsys, *argv: str) -> tuple[int, str]:
@@ -54,29 +51,29 @@ BEFORE_START = [
     ),
     (["--eval-only"], "evaluation needs weights: set train.init_checkpoint=/path/to/model.pth"),
     (
-        ["dataloader.train.dataset.names=errors_trian"],
-        "dataset 'errors_trian' is not registered; did you mean errors_train, errors_val? Register a COCO-format "
+        ["dataloader.train.dataset.names=tiny_trian"],
+        "dataset 'tiny_trian' is not registered; did you mean tiny_train, tiny_val? Register a COCO-format "
         "dataset with recursivedet.data.register_coco_dataset(name, json_file, image_root).",
     ),
     (["train.amp.enabled=True"], "train.amp.enabled=True needs a CUDA device (train.device=cpu)"),
     (
         ["model.decoder.stage.num_classes=80"],
-        "the model has 80 classes (model.decoder.stage.num_classes) but dataset 'errors_train' has 3 categories; "
+        "the model has 80 classes (model.decoder.stage.num_classes) but dataset 'tiny_train' has 3 categories; "
         "set model.decoder.stage.num_classes=3",
     ),
     (
         ["model.decoder.stage.num_classes=2"],
-        "the model has 2 classes (model.decoder.stage.num_classes) but dataset 'errors_train' has 3 categories; "
+        "the model has 2 classes (model.decoder.stage.num_classes) but dataset 'tiny_train' has 3 categories; "
         "set model.decoder.stage.num_classes=3",
     ),
     (
         ["model.rego.num_stages=2", "model.rego.num_classes=4"],
-        "the model has 4 classes (model.rego.num_classes) but dataset 'errors_train' has 3 categories; "
+        "the model has 4 classes (model.rego.num_classes) but dataset 'tiny_train' has 3 categories; "
         "set model.rego.num_classes=3",
     ),
     (  # evaluation checks the test dataset
         ["--eval-only", "train.init_checkpoint={root}/weights.pth", "model.decoder.stage.num_classes=4"],
-        "the model has 4 classes (model.decoder.stage.num_classes) but dataset 'errors_val' has 3 categories; "
+        "the model has 4 classes (model.decoder.stage.num_classes) but dataset 'tiny_val' has 3 categories; "
         "set model.decoder.stage.num_classes=3",
     ),
     (["model.num_proposals=0"], "model.num_proposals must be at least 1, got 0"),
@@ -88,7 +85,7 @@ BEFORE_START = [
     ),
     (
         ["--num-gpus", "2", "--dist-url", "auto", "model.decoder.stage.num_classes=5"],
-        "the model has 5 classes (model.decoder.stage.num_classes) but dataset 'errors_train' has 3 categories; "
+        "the model has 5 classes (model.decoder.stage.num_classes) but dataset 'tiny_train' has 3 categories; "
         "set model.decoder.stage.num_classes=3",
     ),
 ]
@@ -108,8 +105,15 @@ def test_user_error_before_any_process_starts_is_one_line(setup, capsys, argv, m
     assert not (root / "output").exists()  # nothing ran: default_setup would have created it
 
 
-def test_user_errors_found_while_running_are_one_line(tmp_path, capsys):
-    config = make_setup(tmp_path, tag="running", empty=range(6))
+@pytest.fixture
+def run_without_objects(tmp_path):
+    """A tiny run in ``tmp_path`` whose 6 training images have no objects."""
+    with tiny_run_at(tmp_path, empty=range(6)) as root:
+        yield root
+
+
+def test_user_errors_found_while_running_are_one_line(run_without_objects, tmp_path, capsys):
+    config = TINY_CONFIG
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\0" * 16)
     argv = ["--config-file", str(config), "--eval-only", f"train.init_checkpoint={bad}"]
@@ -121,20 +125,19 @@ def test_user_errors_found_while_running_are_one_line(tmp_path, capsys):
     status, err = run_command_line(capsys, "--config-file", str(config))
     assert status == 2
     assert err.splitlines()[-1] == (
-        f"error: dataset 'running_train' ({tmp_path}/data/running_train.json) has no annotations: none of the 6 "
+        f"error: dataset 'tiny_train' ({tmp_path}/data/tiny_train.json) has no annotations: none of the 6 "
         "images has an object (a non-crowd box), and images without objects are left out of training "
         "(filter_empty=True)"
     )
     assert "Traceback" not in err
 
 
-def test_a_missing_image_read_by_a_data_loading_worker_is_reported_as_itself(tmp_path):
+def test_a_missing_image_read_by_a_data_loading_worker_is_reported_as_itself(tiny_run):
     """torch re-raises an error of a DataLoader worker with the worker's traceback as its message."""
-    config = make_setup(tmp_path, tag="workers")
-    missing = tmp_path / "data" / "workers_train" / "002.png"
+    missing = tiny_run / "data" / "tiny_train" / "002.png"
     missing.unlink()
     with pytest.raises(DatasetError) as info:
-        run_main(config, "dataloader.train.num_workers=2", "train.max_iter=3")
+        run_main(TINY_CONFIG, "dataloader.train.num_workers=2", "train.max_iter=3")
     assert str(missing) in str(info.value)
     assert "Traceback" not in str(info.value) and "DataLoader worker" not in str(info.value)
 
@@ -146,10 +149,11 @@ def test_the_meta_architecture_rejects_no_proposals_with_a_user_error(value):
     assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
 
 
+@pytest.mark.slow
 def test_import_and_help_show_no_future_warning():
     """detectron2 calls torch.jit.script at import, which PyTorch answers with a FutureWarning each time."""
     env = {**subprocess_env(), "PYTHONWARNINGS": "default"}
-    for cmd in ([sys.executable, "-c", "import recursivedet.engine"], [sys.executable, "train_net.py", "--help"]):
-        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    for args in (["-c", "import recursivedet.engine"], ["train_net.py", "--help"]):
+        result = run_python(*args, env=env)
         assert result.returncode == 0, result.stderr
         assert "FutureWarning" not in result.stderr, result.stderr
