@@ -134,7 +134,11 @@ class DecoderStage(nn.Module):
             x = self.norm2(x + self.dropout(update))
 
         x = self.norm3(x + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
-        head_input = self.modulate(x.view(b, n, c), condition).view(b * n, c)
+        # x itself without a conditioning: the two branches' gradients then add into x in the same order as
+        # before conditionings existed, so the hosts without one train bit for bit as they did.
+        head_input = self.modulate(x.view(b, n, c), condition).view(b * n, c) if self.condition_dim else x
+        if condition is not None and not self.condition_dim:
+            raise ValueError("this stage takes no conditioning (condition_dim=0)")
         logits = self.class_logits(self.cls_layers(head_input))
         deltas = self.box_delta(self.reg_layers(head_input))
         new_boxes = self.refine(flat_boxes, deltas)
