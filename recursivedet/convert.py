@@ -21,7 +21,8 @@ from recursivedet.errors import CheckpointFormatError, run_command
 __all__ = ["OFFICIAL_CONVERTERS", "convert_checkpoint", "load_checkpoint_file", "main"]
 
 # Imported when a conversion runs: the library does not import the projects at import time.
-OFFICIAL_CONVERTERS = ("recursivedet.projects.SparseRCNN.convert",)
+# DiffusionDet first: its head keeps the official Sparse R-CNN key names, which that converter would claim.
+OFFICIAL_CONVERTERS = ("recursivedet.projects.DiffusionDet.convert", "recursivedet.projects.SparseRCNN.convert")
 
 
 def convert_checkpoint(state_dict: dict) -> tuple[str, dict, str]:

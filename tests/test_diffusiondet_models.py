@@ -40,6 +40,7 @@ def tiny_config(name: str = "diffusiondet", dim: int = 32, num_classes: int = 3,
 
 
 def tiny_diffusiondet(name: str = "diffusiondet", seed: int = 0, **kw):
+    torch.manual_seed(seed)  # the backbone is built with the config
     cfg = tiny_config(name, **kw)
     torch.manual_seed(seed)
     return instantiate(cfg.model)

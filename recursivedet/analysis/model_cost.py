@@ -1,6 +1,6 @@
 """Parameter and FLOP table of model configs next to the paper's figures.
 
-    python -m recursivedet.analysis.model_cost                     # every ablation and main-result config
+    python -m recursivedet.analysis.model_cost                     # every ablation and main-result config (both hosts)
     python -m recursivedet.analysis.model_cost configs/x.py --no-flops
     python -m recursivedet.analysis.model_cost --input-size 800 1216 --json cost.json
 
@@ -23,7 +23,7 @@ from detectron2.utils.analysis import FlopCountAnalysis
 
 from recursivedet.model_zoo import get_config_file
 
-from .paper_rows import ABLATION_ROWS, MAIN_ROWS
+from .paper_rows import ABLATION_ROWS, DIFFUSIONDET_ROWS, MAIN_ROWS
 
 # Decoder-stage parameter name prefixes of each paper Table 1 category; anything else is "Others".
 STAGE_CATEGORIES = OrderedDict(
@@ -92,13 +92,13 @@ def model_cost(config, input_size=(800, 1216), with_flops: bool = True) -> dict:
         "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
         "stage_modules": [stage_breakdown(s) for s in model.decoder.stages],
         "num_stages": model.decoder.num_stages,
-        "rego_params": sum(p.numel() for p in model.rego.parameters()) if model.rego is not None else 0,
+        "rego_params": sum(p.numel() for p in rego.parameters()) if (rego := getattr(model, "rego", None)) else 0,
     }
     if with_flops:
         flops = flops_by_module(model, *input_size)
         result["gflops"] = flops[""]
         result["input_size"] = list(input_size)
-        if model.rego is not None:
+        if getattr(model, "rego", None) is not None:
             # As inferred: 0 when REGO is trained but skipped at inference (REGO Table 4).
             result["rego_gflops"] = flops.get("rego", 0.0)
     return result
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         targets = [(None, path) for path in args.configs]
     else:
         targets = []
-        for row in ABLATION_ROWS + MAIN_ROWS:
+        for row in ABLATION_ROWS + MAIN_ROWS + DIFFUSIONDET_ROWS:
             targets.append((row, row.config))
     rows = []
     cache = {}

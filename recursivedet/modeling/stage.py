@@ -161,5 +161,5 @@ class DecoderStage(nn.Module):
         if self.box_refinement == "sigmoid":
             return (inverse_sigmoid(boxes) + deltas).sigmoid()
         # The deltas are scale-invariant, so applying them to normalised boxes equals applying them in
-        # pixels and normalising afterwards.
-        return xyxy_to_cxcywh(_SPARSE_RCNN_DELTAS.apply_deltas(deltas, cxcywh_to_xyxy(boxes)))
+        # pixels and normalising afterwards. detectron2 decodes in float32; the boxes keep their dtype.
+        return xyxy_to_cxcywh(_SPARSE_RCNN_DELTAS.apply_deltas(deltas, cxcywh_to_xyxy(boxes))).to(boxes.dtype)

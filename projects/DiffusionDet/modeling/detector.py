@@ -188,7 +188,7 @@ class DiffusionDet(nn.Module):
             steps = torch.full((len(boxes),), t, device=self.device, dtype=torch.int64)
             return self.head(features, boxes, steps, whwh, extents)[-1]
 
-        return self.sampler.run(predict, self.diffusion, self.num_proposals, keys, self.device)
+        return self.sampler.run(predict, self.diffusion, self.num_proposals, keys, self.device, features[0].dtype)
 
     def inference(self, features, whwh, extents, image_sizes, keys) -> list[Instances]:
         """Detections of each image on its input size (before :func:`detector_postprocess`)."""

@@ -15,7 +15,7 @@ image's ``image_id``), so an image's detections do not depend on the batch it is
 import zlib
 
 import torch
-from detectron2.layers import batched_nms
+from torchvision.ops import batched_nms
 
 from recursivedet.errors import ConfigValueError
 from recursivedet.modeling.box_utils import cxcywh_to_xyxy
@@ -67,23 +67,24 @@ class DDIMSampler:
         return [torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/{key}".encode())) for key in keys]
 
     @staticmethod
-    def _draw(generators, num: int, device) -> torch.Tensor:
-        """(B, num, 4) standard normal noise, image b from generator b."""
-        return torch.stack([torch.randn(num, 4, generator=g) for g in generators]).to(device)
+    def _draw(generators, num: int, device, dtype) -> torch.Tensor:
+        """(B, num, 4) standard normal noise, image b from generator b (drawn in float32 on the CPU)."""
+        return torch.stack([torch.randn(num, 4, generator=g) for g in generators]).to(device=device, dtype=dtype)
 
-    def run(self, predict, diffusion: BoxDiffusion, num_proposals: int, keys, device) -> list[tuple]:
+    def run(self, predict, diffusion: BoxDiffusion, num_proposals: int, keys, device, dtype=torch.float32):
         """The sampling loop.
 
         Args:
             predict: (boxes (B, N, 4) normalised cxcywh, t) -> last-stage (logits (B, N, K), boxes (B, N, 4)).
             keys: per image, the key of its noise generator.
+            device, dtype: of the boxes (the model's).
         Returns:
             per step, the (logits, boxes) that ``predict`` gave.
         """
         if self.steps > diffusion.timesteps:
             raise ConfigValueError(f"model.sampler.steps {self.steps} exceeds the {diffusion.timesteps} timesteps")
         generators = self.generators(keys)
-        x = self._draw(generators, num_proposals, device)
+        x = self._draw(generators, num_proposals, device, dtype)
         positions = torch.arange(num_proposals, device=device)
         predictions = []
         for t, t_next in ddim_time_pairs(self.steps, diffusion.timesteps):
@@ -98,9 +99,9 @@ class DDIMSampler:
                 # kept boxes first, in their order (as the official code concatenates them), then fresh noise
                 order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[..., None].expand(-1, -1, 4)
                 x0, eps = x0.gather(1, order), eps.gather(1, order)
-            x = diffusion.ddim_step(x0, eps, t, t_next, self.eta, self._draw(generators, num_proposals, device))
+            x = diffusion.ddim_step(x0, eps, t, t_next, self.eta, self._draw(generators, num_proposals, device, dtype))
             if self.box_renewal:
-                fresh = self._draw(generators, num_proposals, device)
+                fresh = self._draw(generators, num_proposals, device, dtype)
                 kept = positions[None, :, None] < keep.sum(1)[:, None, None]
                 x = torch.where(kept, x, fresh)
         return predictions
@@ -123,7 +124,7 @@ class DDIMSampler:
         for logits, boxes in self.ensemble_steps(predictions):
             b, n, k = logits.shape
             scores, index = logits.sigmoid().flatten(1).topk(n, dim=1)
-            pixel = cxcywh_to_xyxy(boxes) * whwh[:, None, :]
+            pixel = cxcywh_to_xyxy(boxes.to(logits.dtype)) * whwh[:, None, :]
             picked = pixel.gather(1, (index // k)[..., None].expand(-1, -1, 4))
             for i in range(b):
                 per_image[i].append((picked[i], scores[i], index[i] % k))

@@ -38,4 +38,4 @@ class TimeEmbedding(nn.Module):
         self.layers = nn.Sequential(Linear(dim, out_dim), nn.GELU(), Linear(out_dim, out_dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.layers(timestep_sinusoid(t, self.dim))
+        return self.layers(timestep_sinusoid(t, self.dim).to(self.layers[0].weight.dtype))
