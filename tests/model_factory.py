@@ -1,5 +1,6 @@
-"""Small models for fast CPU tests: the real decoder, criterion and meta-architecture on a tiny backbone;
-a RecursiveDet whose losses become NaN or infinite on request; running them on one thread."""
+"""Small models for fast CPU tests: the real decoder, criterion and meta-architecture (RecursiveDet, Sparse R-CNN,
+DiffusionDet) on a tiny backbone; a RecursiveDet whose losses become NaN or infinite on request; running them on
+one thread."""
 
 import math
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from torch import nn
 
+from recursivedet.model_zoo import get_config
 from recursivedet.modeling import RecursiveDet
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -62,15 +64,43 @@ def tiny_config(name: str = "recursivedet", dim: int = 32, num_classes: int = 3,
     return cfg
 
 
-def tiny_model(name: str = "recursivedet", seed: int = 0, **overrides):
-    torch.manual_seed(seed)  # the backbone is built with the config
-    cfg = tiny_config(name)
+def set_keys(node, overrides: dict) -> None:
+    """Set dotted keys of a config node: ``{"decoder.stage.dim": 32}``."""
     for key, value in overrides.items():
-        node = cfg.model
+        parent = node
         *path, last = key.split(".")
         for p in path:
-            node = node[p]
-        node[last] = value
+            parent = parent[p]
+        parent[last] = value
+
+
+def tiny_model(name: str = "recursivedet", seed: int = 0, **overrides):
+    """The model of :func:`tiny_config` with dotted ``overrides`` of its config, built with ``seed``."""
+    torch.manual_seed(seed)  # the backbone is built with the config
+    cfg = tiny_config(name)
+    set_keys(cfg.model, overrides)
+    torch.manual_seed(seed)
+    return instantiate(cfg.model)
+
+
+def tiny_diffusiondet_config(
+    name: str = "diffusiondet", dim: int = 32, num_classes: int = 3, num_proposals: int = 8, **kw
+):
+    """``DiffusionDet/models/<name>.py`` at a CPU-test size (same switches); ``kw``: dotted model overrides."""
+    cfg = get_config(f"DiffusionDet/models/{name}.py")
+    cfg.model.backbone = TinyBackbone(dim)
+    stage = cfg.model.decoder.stage
+    stage.dim, stage.num_heads, stage.ffn_dim, stage.dynamic_dim, stage.num_classes = dim, 4, 64, 8, num_classes
+    cfg.model.time_embedding.dim, cfg.model.time_embedding.out_dim = dim, 4 * dim
+    cfg.model.num_proposals = num_proposals
+    set_keys(cfg.model, kw)
+    return cfg
+
+
+def tiny_diffusiondet(name: str = "diffusiondet", seed: int = 0, **kw):
+    """The model of :func:`tiny_diffusiondet_config` (``kw``: its arguments), built with ``seed``."""
+    torch.manual_seed(seed)  # the backbone is built with the config
+    cfg = tiny_diffusiondet_config(name, **kw)
     torch.manual_seed(seed)
     return instantiate(cfg.model)
 

@@ -4,7 +4,7 @@ an error naming the keys that do not fit."""
 
 import pytest
 import torch
-from test_diffusiondet_models import tiny_diffusiondet
+from model_factory import tiny_diffusiondet
 
 from recursivedet.convert import OFFICIAL_CONVERTERS, convert_checkpoint
 from recursivedet.engine.checkpoint import Checkpointer, CheckpointError

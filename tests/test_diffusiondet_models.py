@@ -5,7 +5,7 @@ modules, the time modulation in shared stages, zero-width boxes)."""
 import pytest
 import torch
 from detectron2.config import instantiate
-from model_factory import TinyBackbone, make_input
+from model_factory import make_input, tiny_diffusiondet, tiny_diffusiondet_config
 
 from recursivedet.analysis.model_cost import stage_breakdown
 from recursivedet.errors import ConfigValueError
@@ -22,35 +22,13 @@ TABLE2 = {  # paper Table 2, millions
 }
 
 
-def tiny_config(name: str = "diffusiondet", dim: int = 32, num_classes: int = 3, num_proposals: int = 8, **kw):
-    """``DiffusionDet/models/<name>.py`` at a CPU-test size (same switches); ``kw``: dotted model overrides."""
-    cfg = get_config(f"DiffusionDet/models/{name}.py")
-    cfg.model.backbone = TinyBackbone(dim)
-    stage = cfg.model.decoder.stage
-    stage.dim, stage.num_heads, stage.ffn_dim, stage.dynamic_dim, stage.num_classes = dim, 4, 64, 8, num_classes
-    cfg.model.time_embedding.dim, cfg.model.time_embedding.out_dim = dim, 4 * dim
-    cfg.model.num_proposals = num_proposals
-    for key, value in kw.items():
-        node = cfg.model
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return cfg
-
-
-def tiny_diffusiondet(name: str = "diffusiondet", seed: int = 0, **kw):
-    torch.manual_seed(seed)  # the backbone is built with the config
-    cfg = tiny_config(name, **kw)
-    torch.manual_seed(seed)
-    return instantiate(cfg.model)
-
-
 @pytest.fixture(scope="module")
 def r50_models():
+    """The full-size R50 models of DiffusionDet and RecursiveDet (DiffusionDet)."""
     return {name: instantiate(get_config(name).model) for name in list(TABLE2)[::2]}
 
 
+@pytest.mark.slow
 def test_diffusiondet_r50_equals_the_official_parameter_count(r50_models):
     model = r50_models["DiffusionDet/diffusiondet_R50_500pro_60ep.py"]
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_TOTAL
@@ -62,6 +40,7 @@ def test_diffusiondet_r50_equals_the_official_parameter_count(r50_models):
     assert model.num_proposals == 500
 
 
+@pytest.mark.slow
 def test_recursivedet_diffusiondet_r50_is_recst_dagger_with_pes(r50_models):
     model = r50_models["DiffusionDet/recursivedet_diffusiondet_R50_500pro_60ep.py"]
     stages = model.decoder.stages
@@ -72,6 +51,7 @@ def test_recursivedet_diffusiondet_r50_is_recst_dagger_with_pes(r50_models):
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_TOTAL - 4 * OFFICIAL_STAGE + 2 * 658_178
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,paper", TABLE2.items())
 def test_table2_rows_within_one_percent_of_the_paper(name, paper):
     from recursivedet.analysis.model_cost import model_cost
@@ -168,7 +148,7 @@ def test_stage_without_conditioning_is_unchanged_and_refuses_one():
 
 
 def test_condition_width_must_match_the_time_embedding():
-    cfg = tiny_config()
+    cfg = tiny_diffusiondet_config()
     cfg.model.decoder.stage.condition_dim = 64
     with pytest.raises(ConfigValueError, match="condition_dim"):
         instantiate(cfg.model)

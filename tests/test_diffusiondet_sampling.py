@@ -5,8 +5,7 @@ the ensemble; the noise follows the configured seed; steps and eta are checked."
 import pytest
 import torch
 from detectron2.config import instantiate
-from model_factory import make_input
-from test_diffusiondet_models import tiny_config, tiny_diffusiondet
+from model_factory import make_input, tiny_diffusiondet, tiny_diffusiondet_config
 
 from recursivedet.errors import ConfigValueError
 
@@ -125,7 +124,7 @@ def test_noise_follows_the_seed():
     ],
 )
 def test_bad_sampling_settings_are_config_errors(key, value, message):
-    cfg = tiny_config()
+    cfg = tiny_diffusiondet_config()
     cfg.model.sampler[key] = value
     with pytest.raises(ConfigValueError, match=message):
         instantiate(cfg.model)

@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-from model_factory import make_input
-from test_diffusiondet_models import tiny_diffusiondet
+from model_factory import make_input, tiny_diffusiondet
 from torchvision.ops import box_iou
 
 from recursivedet.projects.DiffusionDet.modeling import (
