@@ -24,11 +24,15 @@ from recursivedet.engine import (
     load_config,
 )
 from recursivedet.errors import run_command
+from recursivedet.model_zoo import get_config_file
 
 
 def setup(args):
     """Load the config with checked overrides, set up logging, seeds and ``output_dir/config.yaml``."""
     cfg = load_config(args.config_file, args.opts)
+    # default_setup reads the file again to log it: give it the file a config name stands for
+    if "://" not in args.config_file:
+        args.config_file = get_config_file(args.config_file)
     default_setup(cfg, args)
     return cfg
 

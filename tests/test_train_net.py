@@ -127,3 +127,14 @@ def test_coco_evaluator_uses_the_fast_implementation_only_with_the_c_extension(t
     LazyConfig.load(str(TINY_CONFIG))  # registers tiny_val
     evaluator = build_coco_evaluator("tiny_val", str(tmp_path))
     assert evaluator._use_fast_impl is compiled
+
+
+def test_a_config_name_runs_from_any_folder(tmp_path, monkeypatch):
+    """``--config-file DiffusionDet/diffusiondet_shapes_demo.py`` (a name, as the READMEs write it) from a folder
+    where no such file exists: the set-up (which logs the config file and saves config.yaml) finds its file."""
+    monkeypatch.chdir(tmp_path)
+    name = "DiffusionDet/diffusiondet_shapes_demo.py"
+    args = train_net.argument_parser().parse_args(["--config-file", name, f"train.output_dir={tmp_path / 'out'}"])
+    cfg = train_net.setup(args)
+    assert cfg.model.num_proposals == 50 and (tmp_path / "out" / "config.yaml").is_file()
+    assert args.config_file.endswith("DiffusionDet/configs/diffusiondet_shapes_demo.py")
