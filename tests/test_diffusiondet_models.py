@@ -105,7 +105,8 @@ def test_box_pes_and_centerness_on_noisy_boxes_with_zero_width(centerness):
     stage = model.decoder.stages[0]
     assert stage.box_pe_self_attention and stage.dynamic_conv.box_pe and stage.box_pe_min_size == 1e-3
     assert (stage.dynamic_conv.centerness is None) == (centerness == "none")
-    features, whwh, extents = model.features(model.preprocess_image([make_input(64, 64)]))
+    images = model.preprocess_image([make_input(64, 64)])
+    features, whwh, extents = model.pooled_features(images, model.run_backbone(images))
     # boxes as the corruption clamps them: w = 0, h = 0 and both
     boxes = torch.tensor([[[0.5, 0.5, 0.0, 0.3], [0.2, 0.3, 0.4, 0.0], [0.0, 1.0, 0.0, 0.0]] * 2])
     outputs = model.head(features, boxes, torch.tensor([999]), whwh, extents)
@@ -119,7 +120,8 @@ def test_time_modulation_is_per_stage_module_and_only_on_the_branches():
     """A shared stage applies its own time MLP each time it runs; the object features passed on (and the
     self-attention, dynamic conv, FFN) do not see the time, only the class and box branches' input."""
     model = tiny_diffusiondet("recursivedet_diffusiondet").eval()
-    features, whwh, extents = model.features(model.preprocess_image([make_input(64, 64)]))
+    images = model.preprocess_image([make_input(64, 64)])
+    features, whwh, extents = model.pooled_features(images, model.run_backbone(images))
     boxes = torch.rand(1, 8, 4) * 0.5 + 0.25
     with torch.no_grad():
         cond = [model.time_mlp(torch.tensor([t])) for t in (10, 900)]

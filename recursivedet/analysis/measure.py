@@ -162,8 +162,9 @@ def model_parts(model, inputs: list[dict]) -> dict[str, Callable]:
     """The timed parts of this project's model (in eval mode) on detectron2 inference ``inputs``:
 
     - "backbone": the backbone on the preprocessed images;
-    - "head": the decoder on the backbone's maps, i.e. everything after the backbone up to the stage outputs
-      (list over stages of logits (B, N, K) and boxes (B, N, 4)); neither REGO nor the postprocessing;
+    - "head": the decoder on the backbone's maps (the model's ``run_head``), i.e. everything after the backbone
+      up to the stage outputs (list over stages of logits (B, N, K) and boxes (B, N, 4)); neither REGO nor the
+      postprocessing; for DiffusionDet one sampling step's decoder;
     - "model": the whole forward pass, from the uint8 images to the final detections.
 
     The preprocessed images and the backbone's maps that "backbone" and "head" start from are computed once,
@@ -174,6 +175,6 @@ def model_parts(model, inputs: list[dict]) -> dict[str, Callable]:
         maps = model.run_backbone(images)
     return {
         "backbone": lambda: model.run_backbone(images),
-        "head": lambda: model.decoder(*model.decoder_inputs(images, maps)),
+        "head": lambda: model.run_head(images, maps),
         "model": lambda: model(inputs),
     }

@@ -10,10 +10,10 @@ from torch import nn
 
 from recursivedet.errors import ConfigValueError
 
-from .backbone.folded_norm import fold_frozen_batchnorm as fold_frozen_bn
 from .box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
 from .criterion import SetCriterion
 from .decoder import RecursiveDecoder
+from .image_detector import ImageDetector
 from .rego import RecurrentGlimpseDecoder
 
 
@@ -33,7 +33,7 @@ def initial_boxes(kind: str, num: int) -> torch.Tensor:
 
 # Not in detectron2's META_ARCH_REGISTRY: the model is built from LazyConfig nodes (its sub-modules passed in);
 # a yacs config would need a key for every switch, a second description of the same model.
-class RecursiveDet(nn.Module):
+class RecursiveDet(ImageDetector):
     """End-to-end region-based detector with a (recursive) dynamic-conv decoder.
 
     With ``stage_sharing="none"``, one dynamic-conv pass and every PE off, it is plain Sparse R-CNN.
@@ -79,70 +79,34 @@ class RecursiveDet(nn.Module):
         fold_frozen_batchnorm: bool = True,
         rego: RecurrentGlimpseDecoder | None = None,
     ):
-        super().__init__()
         for key, value in (("num_proposals", num_proposals), ("detections_per_image", detections_per_image)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigValueError(f"model.{key} must be a positive integer, got {value!r}")
         if proposal_box_init not in ("image", "grid"):
             raise ConfigValueError(f"model.proposal_box_init must be 'image' or 'grid', got {proposal_box_init!r}")
-        if len(pixel_mean) != len(pixel_std) or any(s <= 0 for s in pixel_std):
-            raise ConfigValueError(
-                f"model.pixel_mean {list(pixel_mean)} and model.pixel_std {list(pixel_std)} need one value per "
-                "channel, pixel_std positive ones"
-            )
-        self.backbone = backbone
+        dim = decoder.stages[0].dim
+        super().__init__(
+            backbone=backbone,
+            dim=dim,
+            in_features=in_features,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            input_format=input_format,
+            channels_last=channels_last,
+            fold_frozen_batchnorm=fold_frozen_batchnorm,
+        )
         self.decoder = decoder
         self.criterion = criterion
-        self.in_features = list(in_features)
         self.num_proposals = num_proposals
         self.deep_supervision = deep_supervision
         self.detections_per_image = detections_per_image
-        self.input_format = input_format
-        dim = decoder.stages[0].dim
-        shapes = backbone.output_shape()
-        missing = [f for f in self.in_features if f not in shapes]
-        if missing:
-            raise ConfigValueError(f"model.in_features {missing} are not backbone outputs; it gives {sorted(shapes)}")
-        widths = {f: shapes[f].channels for f in self.in_features}
-        if any(c != dim for c in widths.values()):
-            raise ConfigValueError(
-                f"backbone channels {widths} must equal the decoder width {dim} (model.decoder.stage.dim)"
-            )
-        self.strides = [shapes[f].stride for f in self.in_features]
         self.init_proposal_features = nn.Embedding(num_proposals, dim)
         self.init_proposal_boxes = nn.Embedding(num_proposals, 4)
         with torch.no_grad():
             self.init_proposal_boxes.weight.copy_(initial_boxes(proposal_box_init, num_proposals))
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         if rego is not None and rego.num_stages and rego.dim != dim:
             raise ConfigValueError(f"REGO's width {rego.dim} must equal the decoder width {dim} (model.rego.dim)")
         self.rego = rego if rego is not None and rego.num_stages else None
-        self.channels_last = channels_last
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-        if fold_frozen_batchnorm:
-            fold_frozen_bn(self.backbone)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs) -> ImageList:
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(
-            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
-        )
-
-    def position_extents(self, image_sizes) -> list[torch.Tensor]:
-        """Per level, (B, 2) height and width in cells over which each image's PE is normalised: the
-        image's own padded size, so that batching does not change an image's encoding (one image alone is
-        the official code's setting, where the PE spans the whole padded map)."""
-        sizes = torch.as_tensor([list(s) for s in image_sizes], dtype=torch.float32, device=self.device)
-        divisor = self.backbone.size_divisibility
-        if divisor > 1:
-            sizes = torch.ceil(sizes / divisor) * divisor
-        return [torch.ceil(sizes / s) for s in self.strides]
 
     def forward(self, batched_inputs: list[dict]):
         """detectron2 convention: training returns a loss dict, inference ``[{"instances": ...}]``."""
@@ -185,23 +149,19 @@ class RecursiveDet(nn.Module):
         # REGO Sec. 4.1: its first stage starts from the decoder's last boxes O_box(0) and states H_dec(0).
         return outputs, self.rego(features, self.decoder.pool, outputs[-1][1], states, whwh)
 
-    def run_backbone(self, images: ImageList) -> dict[str, torch.Tensor]:
-        """The backbone's output maps, in the memory format of ``channels_last``."""
-        if self.channels_last:
-            return self.backbone(images.tensor.contiguous(memory_format=torch.channels_last))
-        return self.backbone(images.tensor)
-
     def decoder_inputs(self, images: ImageList, feature_maps: dict[str, torch.Tensor]):
         """The decoder's positional arguments: FPN maps in pooler order (in the decoder's
         ``feature_memory_format``), initial boxes (B, N, 4) and proposal features (B, N, c), image sizes whwh
         (B, 4) and the PE extents (or None)."""
-        layout = self.decoder.feature_memory_format
-        features = [feature_maps[f].contiguous(memory_format=layout) for f in self.in_features]
-        extents = self.position_extents(images.image_sizes) if self.decoder.uses_image_pe else None
+        features, whwh, extents = self.pooled_features(images, feature_maps)
         b = len(images)
         boxes = self.init_proposal_boxes.weight[None].expand(b, -1, -1)
         proposal_features = self.init_proposal_features.weight[None].expand(b, -1, -1)
-        return features, boxes, proposal_features, image_whwh(images.image_sizes, self.device), extents
+        return features, boxes, proposal_features, whwh, extents
+
+    def run_head(self, images: ImageList, feature_maps: dict[str, torch.Tensor]):
+        """The decoder (without REGO) on the backbone's maps: list over stages of (logits, boxes)."""
+        return self.decoder(*self.decoder_inputs(images, feature_maps))
 
     def prepare_targets(self, instances: list[Instances]) -> list[dict]:
         """GT boxes normalised by each image's size, as (cx, cy, w, h)."""

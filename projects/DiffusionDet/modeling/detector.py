@@ -16,9 +16,9 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from recursivedet.errors import ConfigValueError
-from recursivedet.modeling.backbone.folded_norm import fold_frozen_batchnorm as fold_frozen_bn
 from recursivedet.modeling.box_utils import image_whwh, xyxy_to_cxcywh
 from recursivedet.modeling.decoder import RecursiveDecoder
+from recursivedet.modeling.image_detector import ImageDetector
 
 from .criterion import DynamicKCriterion
 from .diffusion import BoxDiffusion
@@ -26,7 +26,7 @@ from .sampling import DDIMSampler
 from .time_embedding import TimeEmbedding
 
 
-class DiffusionDet(nn.Module):
+class DiffusionDet(ImageDetector):
     """Backbone, time embedding, decoder, box diffusion, criterion and DDIM sampler.
 
     Args:
@@ -61,7 +61,6 @@ class DiffusionDet(nn.Module):
         channels_last: bool = True,
         fold_frozen_batchnorm: bool = True,
     ):
-        super().__init__()
         if not isinstance(num_proposals, int) or isinstance(num_proposals, bool) or num_proposals < 1:
             raise ConfigValueError(f"model.num_proposals must be a positive integer, got {num_proposals!r}")
         conditions = {s.condition_dim for s in decoder.stages}
@@ -72,74 +71,47 @@ class DiffusionDet(nn.Module):
             )
         if sampler.steps > diffusion.timesteps:
             raise ConfigValueError(f"model.sampler.steps {sampler.steps} exceeds the {diffusion.timesteps} timesteps")
-        dim = decoder.stages[0].dim
-        shapes = backbone.output_shape()
-        missing = [f for f in in_features if f not in shapes]
-        if missing:
-            raise ConfigValueError(f"model.in_features {missing} are not backbone outputs; it gives {sorted(shapes)}")
-        if any(shapes[f].channels != dim for f in in_features):
-            raise ConfigValueError(f"backbone channels must equal the decoder width {dim} (model.decoder.stage.dim)")
-        self.backbone = backbone
+        super().__init__(
+            backbone=backbone,
+            dim=decoder.stages[0].dim,
+            in_features=in_features,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            input_format=input_format,
+            channels_last=channels_last,
+            fold_frozen_batchnorm=fold_frozen_batchnorm,
+        )
         self.time_mlp = time_embedding
         self.decoder = decoder
         self.criterion = criterion
         self.diffusion = diffusion
         self.sampler = sampler
         self.rego = None  # the analysis tools' interface: no REGO on this host
-        self.in_features = list(in_features)
-        self.strides = [shapes[f].stride for f in self.in_features]
         self.num_proposals = num_proposals
         self.deep_supervision = deep_supervision
-        self.input_format = input_format
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         # The official head initialises its time MLP with xavier too.
         for p in self.time_mlp.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
-        self.channels_last = channels_last
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-        if fold_frozen_batchnorm:
-            fold_frozen_bn(self.backbone)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs) -> ImageList:
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(
-            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
-        )
-
-    def position_extents(self, image_sizes) -> list[torch.Tensor]:
-        """Per level, (B, 2) cells over which each image's PE is normalised: its own padded size (see
-        :meth:`recursivedet.modeling.RecursiveDet.position_extents`)."""
-        sizes = torch.as_tensor([list(s) for s in image_sizes], dtype=torch.float32, device=self.device)
-        divisor = self.backbone.size_divisibility
-        if divisor > 1:
-            sizes = torch.ceil(sizes / divisor) * divisor
-        return [torch.ceil(sizes / s) for s in self.strides]
-
-    def features(self, images: ImageList):
-        """FPN maps in pooler order (in the decoder's memory format), image sizes whwh (B, 4), PE extents."""
-        tensor = images.tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else images.tensor
-        maps = self.backbone(tensor)
-        layout = self.decoder.feature_memory_format
-        features = [maps[f].contiguous(memory_format=layout) for f in self.in_features]
-        extents = self.position_extents(images.image_sizes) if self.decoder.uses_image_pe else None
-        return features, image_whwh(images.image_sizes, self.device), extents
 
     def head(self, features, boxes, t, whwh, extents):
         """The decoder on (B, N, 4) normalised cxcywh boxes at steps t (B,) -> list over stages of (logits
         (B, N, K), boxes (B, N, 4))."""
         return self.decoder(features, boxes, None, whwh, extents, condition=self.time_mlp(t))
 
+    def run_head(self, images: ImageList, feature_maps: dict[str, torch.Tensor]):
+        """The decoder of the first sampling step on the backbone's maps (what the analysis tools time as the
+        head): the boxes of the sampler's initial noise at t = T - 1; list over stages of (logits, boxes)."""
+        features, whwh, extents = self.pooled_features(images, feature_maps)
+        generators = self.sampler.generators(range(len(images)))
+        noise = self.sampler.draw(generators, self.num_proposals, self.device, features[0].dtype)
+        t = torch.full((len(images),), self.diffusion.timesteps - 1, device=self.device, dtype=torch.int64)
+        return self.head(features, self.diffusion.to_boxes(noise), t, whwh, extents)
+
     def forward(self, batched_inputs: list[dict]):
         """detectron2 convention: training returns a loss dict, inference ``[{"instances": ...}]``."""
         images = self.preprocess_image(batched_inputs)
-        features, whwh, extents = self.features(images)
+        features, whwh, extents = self.pooled_features(images, self.run_backbone(images))
         if self.training:
             targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs])
             boxes, t = self.corrupt(targets)

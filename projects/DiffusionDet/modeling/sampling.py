@@ -67,7 +67,7 @@ class DDIMSampler:
         return [torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/{key}".encode())) for key in keys]
 
     @staticmethod
-    def _draw(generators, num: int, device, dtype) -> torch.Tensor:
+    def draw(generators, num: int, device, dtype) -> torch.Tensor:
         """(B, num, 4) standard normal noise, image b from generator b (drawn in float32 on the CPU)."""
         return torch.stack([torch.randn(num, 4, generator=g) for g in generators]).to(device=device, dtype=dtype)
 
@@ -84,7 +84,7 @@ class DDIMSampler:
         if self.steps > diffusion.timesteps:
             raise ConfigValueError(f"model.sampler.steps {self.steps} exceeds the {diffusion.timesteps} timesteps")
         generators = self.generators(keys)
-        x = self._draw(generators, num_proposals, device, dtype)
+        x = self.draw(generators, num_proposals, device, dtype)
         positions = torch.arange(num_proposals, device=device)
         predictions = []
         for t, t_next in ddim_time_pairs(self.steps, diffusion.timesteps):
@@ -99,9 +99,9 @@ class DDIMSampler:
                 # kept boxes first, in their order (as the official code concatenates them), then fresh noise
                 order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[..., None].expand(-1, -1, 4)
                 x0, eps = x0.gather(1, order), eps.gather(1, order)
-            x = diffusion.ddim_step(x0, eps, t, t_next, self.eta, self._draw(generators, num_proposals, device, dtype))
+            x = diffusion.ddim_step(x0, eps, t, t_next, self.eta, self.draw(generators, num_proposals, device, dtype))
             if self.box_renewal:
-                fresh = self._draw(generators, num_proposals, device, dtype)
+                fresh = self.draw(generators, num_proposals, device, dtype)
                 kept = positions[None, :, None] < keep.sum(1)[:, None, None]
                 x = torch.where(kept, x, fresh)
         return predictions
