@@ -21,7 +21,8 @@ from recursivedet.errors import CheckpointFormatError, run_command
 __all__ = ["OFFICIAL_CONVERTERS", "convert_checkpoint", "load_checkpoint_file", "main"]
 
 # Imported when a conversion runs: the library does not import the projects at import time.
-# DiffusionDet first: its head keeps the official Sparse R-CNN key names, which that converter would claim.
+# Each recogniser claims only its own format (DiffusionDet's head keeps Sparse R-CNN's stage names: the Sparse
+# R-CNN one leaves checkpoints with time MLPs alone), so the order does not matter.
 OFFICIAL_CONVERTERS = ("recursivedet.projects.DiffusionDet.convert", "recursivedet.projects.SparseRCNN.convert")
 
 

@@ -133,7 +133,11 @@ def test_parameter_names_cover_the_official_r50_count():
 
 
 def test_other_checkpoints_are_not_diffusiondet():
+    from recursivedet.projects.SparseRCNN.convert import recognise as recognise_sparse_rcnn
+
     assert recognise({"head.head_series.0.norm1.weight": torch.zeros(1)}) is None  # Sparse R-CNN
+    # and the Sparse R-CNN converter leaves DiffusionDet alone (it keeps Sparse R-CNN's stage names)
+    assert recognise_sparse_rcnn(official_head_state_dict(**SIZES)) is None
     with pytest.raises(CheckpointFormatError, match="DiffusionDet"):
         convert_official_state_dict({"head.rcnn_head.norm1.weight": torch.zeros(1)})
     bad = official_head_state_dict(**SIZES)

@@ -1,6 +1,5 @@
 """Conversion of checkpoints of the official DiffusionDet code (ShoufaChen/DiffusionDet) into this project's
-format; ``python -m recursivedet.convert`` finds it through ``recursivedet.convert.OFFICIAL_CONVERTERS`` (before
-the Sparse R-CNN converter: DiffusionDet's head keeps Sparse R-CNN's ``head.head_series.*`` names).
+format; ``python -m recursivedet.convert`` finds it through ``recursivedet.convert.OFFICIAL_CONVERTERS``.
 
 Use the result with a DiffusionDet config (``DiffusionDet/models/diffusiondet.py``, or
 ``DiffusionDet/diffusiondet_R50_500pro_60ep.py``) with the checkpoint's numbers of classes and stages. The
@@ -11,7 +10,7 @@ are rebuilt from the config); the stages are renamed as the official Sparse R-CN
 import re
 
 from recursivedet.errors import CheckpointFormatError
-from recursivedet.projects.SparseRCNN.convert import _rename_stage_key
+from recursivedet.projects.SparseRCNN.convert import rename_stage_key
 
 KNOWN_FORMAT = "official DiffusionDet checkpoint: no 'head.time_mlp.*' with 'head.head_series.*' keys"
 MODEL_CONFIGS = {"diffusiondet": "DiffusionDet/models/diffusiondet.py"}
@@ -81,5 +80,5 @@ def convert_official_state_dict(state_dict: dict) -> dict:
         elif rest.startswith("block_time_mlp."):
             converted[prefix + "condition_mlp." + rest[len("block_time_mlp.") :]] = value
         else:
-            converted[prefix + _rename_stage_key(rest, key)] = value
+            converted[prefix + rename_stage_key(rest, key)] = value
     return converted

@@ -51,6 +51,8 @@ _RECURSIVEDET_STAGE = re.compile(r"^head\.rcnn_head(_first)?\.(.*)$")
 def recognise(state_dict: dict) -> str | None:
     """ "sparse_rcnn" or "recursivedet" from the key names of an official state dict, None for anything else."""
     keys = list(state_dict)
+    if any(k.startswith("head.time_mlp.") for k in keys):
+        return None  # DiffusionDet's head keeps Sparse R-CNN's stage names, plus its time MLPs
     if any(_SPARSE_RCNN_STAGE.match(k) for k in keys):
         return "sparse_rcnn"
     if any(k.startswith("head.rcnn_head_first.") for k in keys) and any(k.startswith("head.rcnn_head.") for k in keys):
@@ -69,7 +71,9 @@ def detect_official_architecture(state_dict: dict) -> str:
     return arch
 
 
-def _rename_stage_key(rest: str, where: str) -> str:
+def rename_stage_key(rest: str, where: str) -> str:
+    """The library name of an official Sparse R-CNN stage key ``rest`` (what follows the stage prefix; also
+    DiffusionDet's stages); ``where``, the whole key, names it in the error for an unknown one."""
     for old, new in _STAGE_RENAMES:
         if rest.startswith(old):
             return new + rest[len(old) :]
@@ -106,5 +110,5 @@ def convert_official_state_dict(state_dict: dict) -> dict:
             for name, part in zip(("q_content_proj", "k_content_proj", "v_proj"), value.chunk(3), strict=True):
                 converted[f"{prefix}self_attn.{name}.{kind}"] = part
             continue
-        converted[prefix + _rename_stage_key(rest, key)] = value
+        converted[prefix + rename_stage_key(rest, key)] = value
     return converted
