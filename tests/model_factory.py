@@ -133,3 +133,23 @@ class NonFiniteRecursiveDet(RecursiveDet):
                 losses[key] = loss + torch.sqrt(loss * 0) if self.gradient_only else loss * self.value
         self.calls += 1
         return losses
+
+
+def tiny_adamixer_config(name: str = "adamixer", dim: int = 32, num_classes: int = 3, num_proposals: int = 8, **kw):
+    """``AdaMixer/models/<name>.py`` at a CPU-test size (same switches); ``kw``: dotted model overrides."""
+    cfg = get_config(f"AdaMixer/models/{name}.py")
+    cfg.model.backbone = TinyBackbone(dim)
+    stage = cfg.model.decoder.stage
+    stage.dim, stage.num_heads, stage.ffn_dim, stage.num_classes = dim, 4, 64, num_classes
+    stage.in_points, stage.out_points = 8, 16
+    cfg.model.num_proposals = num_proposals
+    set_keys(cfg.model, kw)
+    return cfg
+
+
+def tiny_adamixer(name: str = "adamixer", seed: int = 0, **kw):
+    """The model of :func:`tiny_adamixer_config` (``kw``: its arguments), built with ``seed``."""
+    torch.manual_seed(seed)  # the backbone is built with the config
+    cfg = tiny_adamixer_config(name, **kw)
+    torch.manual_seed(seed)
+    return instantiate(cfg.model)

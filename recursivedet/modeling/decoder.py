@@ -1,4 +1,5 @@
-"""The decoder: stage scheduling of Sparse R-CNN and RecursiveDet (Sec. 3.2, Table 4).
+"""The decoder of Sparse R-CNN and RecursiveDet (Sec. 3.2, Table 4): T stages on RoI features, scheduled by
+:class:`~.schedule.StageSchedule`.
 
 ``stage_sharing`` picks which stages own parameters:
 - ``"none"``: every stage has its own (Sparse R-CNN);
@@ -16,9 +17,10 @@ from .box_utils import cxcywh_to_xyxy
 from .position_encoding import ImageSinePE, box_sine_embedding
 from .roi_align import fixed_grid_roi_align, pool_roi_features
 from .roi_position_encoding import AnalyticRoIPositionEncoding
+from .schedule import STAGE_SHARING, StageSchedule
 from .stage import DecoderStage
 
-STAGE_SHARING = ("none", "all", "all_but_first")
+__all__ = ["STAGE_SHARING", "RecursiveDecoder"]
 
 
 class RecursiveDecoder(nn.Module):
@@ -59,19 +61,13 @@ class RecursiveDecoder(nn.Module):
         gather_roi_align: bool = True,
     ):
         super().__init__()
-        if stage_sharing not in STAGE_SHARING:
-            raise ConfigValueError(f"stage_sharing must be one of {STAGE_SHARING}, got {stage_sharing!r}")
-        if num_stages < 1:
-            raise ConfigValueError(f"num_stages must be at least 1, got {num_stages}")
-        if dynamic_passes < 1 or (first_stage_dynamic_passes is not None and first_stage_dynamic_passes < 1):
-            raise ConfigValueError("dynamic-conv passes must be at least 1")
+        self.schedule = StageSchedule(num_stages, stage_sharing, dynamic_passes, first_stage_dynamic_passes)
         if box_delta_init not in ("xavier", "zero"):
             raise ConfigValueError(f"box_delta_init must be 'xavier' or 'zero', got {box_delta_init!r}")
         self.pooler = pooler
         self.num_stages = num_stages
         self.stage_sharing = stage_sharing
-        num_modules = {"none": num_stages, "all": 1, "all_but_first": min(2, num_stages)}[stage_sharing]
-        self.stages = nn.ModuleList(DecoderStage(**stage) for _ in range(num_modules))
+        self.stages = nn.ModuleList(DecoderStage(**stage) for _ in range(self.schedule.num_modules))
         self.dynamic_passes = dynamic_passes
         self.first_stage_dynamic_passes = first_stage_dynamic_passes
         num_feats = self.stages[0].dim // 2
@@ -98,16 +94,10 @@ class RecursiveDecoder(nn.Module):
 
     def stage_module(self, t: int) -> DecoderStage:
         """The parameters used at stage t (0-based)."""
-        if self.stage_sharing == "none":
-            return self.stages[t]
-        if self.stage_sharing == "all":
-            return self.stages[0]
-        return self.stages[min(t, 1)]
+        return self.stages[self.schedule.module_index(t)]
 
     def stage_passes(self, t: int) -> int:
-        if t == 0 and self.first_stage_dynamic_passes is not None:
-            return self.first_stage_dynamic_passes
-        return self.dynamic_passes
+        return self.schedule.passes(t)
 
     @property
     def feature_memory_format(self) -> torch.memory_format:

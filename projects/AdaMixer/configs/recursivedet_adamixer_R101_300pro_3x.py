@@ -1,0 +1,8 @@
+"""RecursiveDet (AdaMixer), R101, 300 queries, AdaMixer's 3x recipe (paper Table 2: 62M parameters, 48.9 AP)."""
+
+from .recursivedet_adamixer_R50_300pro_3x import dataloader, lr_multiplier, model, optimizer, train
+
+model.backbone.bottom_up.stages.depth = 101
+train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-101.pkl"
+
+__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]

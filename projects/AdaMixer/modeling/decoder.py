@@ -1,0 +1,68 @@
+"""The AdaMixer decoder: T stages refining N queries, scheduled by the library's
+:class:`~recursivedet.modeling.schedule.StageSchedule` (RecursiveDet Sec. 3.2, Table 4), so stage sharing (RecSt,
+RecSt-dagger) and extra mixing passes (RecDy) act on this host as on the others."""
+
+import torch
+from torch import nn
+
+from recursivedet.modeling.schedule import StageSchedule
+
+from .stage import AdaMixerStage
+
+
+class AdaMixerDecoder(nn.Module):
+    """Stages and their schedule.
+
+    Args:
+        stage: keyword arguments of :class:`AdaMixerStage`.
+        num_stages: T (6).
+        stage_sharing: "none" (AdaMixer), "all" (RecSt: one stage module for all T) or "all_but_first".
+        dynamic_passes: adaptive-mixing passes per stage (2 = RecDy).
+        first_stage_dynamic_passes: passes of stage 1; None = ``dynamic_passes``.
+        prior_prob: focal-loss prior of the class bias (0.01).
+    """
+
+    def __init__(
+        self,
+        *,
+        stage: dict,
+        num_stages: int = 6,
+        stage_sharing: str = "none",
+        dynamic_passes: int = 1,
+        first_stage_dynamic_passes: int | None = None,
+        prior_prob: float = 0.01,
+    ):
+        super().__init__()
+        self.schedule = StageSchedule(num_stages, stage_sharing, dynamic_passes, first_stage_dynamic_passes)
+        self.num_stages = num_stages
+        self.stages = nn.ModuleList(AdaMixerStage(**stage) for _ in range(self.schedule.num_modules))
+        for s in self.stages:
+            s.reset_parameters(prior_prob)
+
+    def stage_module(self, t: int) -> AdaMixerStage:
+        """The parameters used at stage t (0-based)."""
+        return self.stages[self.schedule.module_index(t)]
+
+    def forward(self, features, strides, query, xyzr, image_whwh, num_stages: int | None = None):
+        """Run the stages.
+
+        Args:
+            features: per level (B, c, H_l, W_l) neck maps; strides: their strides.
+            query: (B, N, c) initial query contents; xyzr: (B, N, 4) initial positions (x, y, z, r).
+            image_whwh: (B, 4) image sizes (w, h, w, h) in pixels.
+            num_stages: run only the first stages.
+        Returns:
+            list over stages of (class logits (B, N, K), positions (B, N, 4)); positions are detached between
+            stages (official code), not in the returned predictions.
+        """
+        outputs = []
+        for t in range(num_stages or self.num_stages):
+            stage = self.stage_module(t)
+            logits, new_xyzr, query = stage(features, strides, query, xyzr, image_whwh, self.schedule.passes(t))
+            outputs.append((logits, new_xyzr))
+            xyzr = new_xyzr.detach()
+        return outputs
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.stages[0].class_logits.weight.dtype

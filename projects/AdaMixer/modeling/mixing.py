@@ -1,0 +1,59 @@
+"""AdaMixer's adaptive mixing (AdaMixer Sec. 3.4, official ``AdaptiveMixing``): the host's dynamic interaction.
+
+The query generates, with one Linear ("Dyn" of RecursiveDet Table 1: c -> G (C_g^2 + P_out P_in) = 32768 at
+c = 256), per group a channel mixer M (C_g x C_g, C_g = c / G) and a spatial mixer S (P_out x P_in). The
+sampled features x (P_in x C_g per group) become ReLU(LN(S ReLU(LN(x M)))) (LayerNorms over both axes, no
+affine), which "Out" (Linear(G P_out C_g -> c), 8,388,864 parameters) maps back to the query width.
+
+RecursiveDet's bb-PE in the dynamic conv (Eq. 4-5) adds a position term p_f . p_k per sampling point to the
+channel-mixing output, broadcast over its channels, as the library's dynamic conv adds it to the output of
+its first dynamic conv (:mod:`~.mixing_position`).
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recursivedet.modeling.linear import Linear
+
+
+class AdaptiveMixing(nn.Module):
+    """One mixing pass: Dyn -> channel mixing -> spatial mixing -> Out (RecDy runs it again, Sec. 3.2).
+
+    Args:
+        dim: query width c = feature width. num_groups: G (4). in_points: P_in (32). out_points: P_out (128).
+    """
+
+    def __init__(self, dim: int, num_groups: int = 4, in_points: int = 32, out_points: int = 128):
+        super().__init__()
+        self.num_groups = num_groups
+        self.in_points = in_points
+        self.out_points = out_points
+        self.group_dim = dim // num_groups
+        self.channel_params = self.group_dim * self.group_dim
+        self.spatial_params = out_points * in_points
+        self.dynamic_layer = Linear(dim, num_groups * (self.channel_params + self.spatial_params))
+        self.out_layer = Linear(num_groups * out_points * self.group_dim, dim)
+
+    def forward(self, sampled: torch.Tensor, query: torch.Tensor, position: torch.Tensor | None = None):
+        """Mix the sampled features with parameters generated from the query.
+
+        Args:
+            sampled: (B, N, G, P_in, C_g) sampled features.
+            query: (B, N, c) queries.
+            position: None or (B, N, G, P_in) position term p_f . p_k (bb-PE).
+        Returns:
+            (B, N, c) Out(mixed features), before the stage's residual and LayerNorm.
+        """
+        b, n, g, p, c = sampled.shape
+        params = self.dynamic_layer(query).view(b * n, g, -1)
+        channel, spatial = params.split([self.channel_params, self.spatial_params], dim=-1)
+        channel = channel.reshape(b * n, g, c, c)
+        spatial = spatial.reshape(b * n, g, self.out_points, p)
+        x = torch.matmul(sampled.reshape(b * n, g, p, c), channel)  # (B N, G, P_in, C_g)
+        if position is not None:
+            x = x + position.reshape(b * n, g, p, 1)
+        x = F.relu(F.layer_norm(x, x.shape[-2:]), inplace=True)
+        x = torch.matmul(spatial, x)  # (B N, G, P_out, C_g)
+        x = F.relu(F.layer_norm(x, x.shape[-2:]), inplace=True)
+        return self.out_layer(x.reshape(b, n, -1))

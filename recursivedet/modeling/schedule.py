@@ -1,0 +1,65 @@
+"""Which parameter set and how many dynamic passes each decoder stage uses (RecursiveDet Sec. 3.2, Table 4).
+
+The schedule is the same for every host: Sparse R-CNN's and DiffusionDet's :class:`~.decoder.RecursiveDecoder`
+and the AdaMixer host's decoder (``projects/AdaMixer``) build ``num_modules`` stage modules and ask it, per
+stage t, which module to run and how often its dynamic layer and out layer repeat.
+
+``stage_sharing``:
+- ``"none"``: every stage has its own parameters (the host detector);
+- ``"all"``: one set of parameters for all stages (RecSt);
+- ``"all_but_first"``: the first stage has its own, stages 2..T share one set (RecSt-dagger).
+``dynamic_passes`` > 1 reuses the dynamic layer and out layer inside a stage (RecDy).
+"""
+
+from recursivedet.errors import ConfigValueError
+
+STAGE_SHARING = ("none", "all", "all_but_first")
+
+
+class StageSchedule:
+    """Stage t (0-based) -> index of its stage module and number of dynamic passes.
+
+    Args:
+        num_stages: T (6).
+        stage_sharing: see the module docstring.
+        dynamic_passes: passes of every stage (2 = RecDy).
+        first_stage_dynamic_passes: passes of stage 1; None = ``dynamic_passes`` (the official RecursiveDet code
+            runs one pass in its independent first stage).
+    """
+
+    def __init__(
+        self,
+        num_stages: int = 6,
+        stage_sharing: str = "none",
+        dynamic_passes: int = 1,
+        first_stage_dynamic_passes: int | None = None,
+    ):
+        if stage_sharing not in STAGE_SHARING:
+            raise ConfigValueError(f"stage_sharing must be one of {STAGE_SHARING}, got {stage_sharing!r}")
+        if num_stages < 1:
+            raise ConfigValueError(f"num_stages must be at least 1, got {num_stages}")
+        if dynamic_passes < 1 or (first_stage_dynamic_passes is not None and first_stage_dynamic_passes < 1):
+            raise ConfigValueError("dynamic-conv passes must be at least 1")
+        self.num_stages = num_stages
+        self.stage_sharing = stage_sharing
+        self.dynamic_passes = dynamic_passes
+        self.first_stage_dynamic_passes = first_stage_dynamic_passes
+
+    @property
+    def num_modules(self) -> int:
+        """How many stage modules (parameter sets) the decoder builds."""
+        return {"none": self.num_stages, "all": 1, "all_but_first": min(2, self.num_stages)}[self.stage_sharing]
+
+    def module_index(self, t: int) -> int:
+        """Index of the stage module used at stage t."""
+        if self.stage_sharing == "none":
+            return t
+        if self.stage_sharing == "all":
+            return 0
+        return min(t, 1)
+
+    def passes(self, t: int) -> int:
+        """Dynamic passes of stage t."""
+        if t == 0 and self.first_stage_dynamic_passes is not None:
+            return self.first_stage_dynamic_passes
+        return self.dynamic_passes
