@@ -7,10 +7,10 @@ import torch
 
 from recursivedet.analysis import benchmark
 from recursivedet.analysis.measure import interleaved_timing, training_batch
+from recursivedet.analysis.output_diff import compare_image, image_sizes
 from recursivedet.errors import run_command
 from recursivedet.projects.SparseRCNN.side_by_side import OfficialCheckoutError, compare
 from recursivedet.projects.SparseRCNN.side_by_side.__main__ import main as side_by_side_main
-from recursivedet.projects.SparseRCNN.side_by_side.outputs import compare_image, image_sizes
 
 
 def test_timing_alternates_the_two_sides_abba_after_one_warm_up_each():

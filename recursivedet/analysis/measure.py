@@ -29,6 +29,7 @@ __all__ = [
     "peak_memory_mb",
     "resident_mb",
     "sample_seconds",
+    "timing_summary",
     "training_batch",
 ]
 
@@ -85,6 +86,29 @@ def interleaved_timing(parts: list[str], ours: Callable, official: Callable, run
         }
         for side, side_samples in samples.items()
     }
+
+
+def timing_summary(timing: dict, threads: int, runs: int, head_gflops: float) -> dict:
+    """A comparison's :func:`interleaved_timing` with the ratios (ours / official) of every part, and the head's
+    achieved GFLOP/s (``head_gflops``: this project's count of the "head" part, for both sides) against a large
+    matmul's measured now."""
+    parts = list(timing["ours"])
+    summary = {
+        "threads": threads,
+        "runs": runs,
+        **timing,
+        "head_gflops": head_gflops,
+        "matmul_peak": matmul_peak_gflops(torch.device("cpu")),
+        "ratio": {
+            part: {k: timing["ours"][part][k] / timing["official"][part][k] for k in ("wall", "wall_min", "cpu")}
+            for part in parts
+        },
+    }
+    summary["head_gflop_per_s"] = {side: head_gflops / timing[side]["head"]["wall"] for side in ("ours", "official")}
+    summary["head_fraction_of_peak"] = {
+        side: v / summary["matmul_peak"]["best"] for side, v in summary["head_gflop_per_s"].items()
+    }
+    return summary
 
 
 def load_average() -> float | None:

@@ -3,17 +3,19 @@ outputs, first training-step loss, speed and memory (``python -m recursivedet.pr
 --help`` describes the command; :func:`compare` is the same as a function).
 
 - ``official``: the official model, built, randomised and run in a worker process of its own;
-- ``worker``: the dialogue with the worker processes (requests, answers, failures);
-- ``outputs``: this project's model on the same images, and the outputs of both compared;
+- ``settings``: what each process builds its model from, and how a worker process starts;
+- ``outputs``: this project's model on the same images (compared by ``recursivedet.analysis.output_diff``);
 - ``training``: one training step of each code, in fresh worker processes;
 - ``session``: one comparison from start to report;
 - ``report``: the report printed, or written as JSON.
 
-The measuring helpers (timing, memory, random inputs) are the library's ``recursivedet.analysis.measure``.
+The measuring helpers (timing, memory, random inputs) are the library's ``recursivedet.analysis.measure``, the
+dialogue with the worker processes its ``recursivedet.analysis.worker_process``.
 """
+
+from recursivedet.analysis.worker_process import WorkerFailed
 
 from .report import print_report, write_report
 from .session import OfficialCheckoutError, compare
-from .worker import WorkerFailed
 
 __all__ = ["OfficialCheckoutError", "WorkerFailed", "compare", "print_report", "write_report"]

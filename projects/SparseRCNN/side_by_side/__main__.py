@@ -40,13 +40,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from recursivedet.analysis.worker_process import WorkerFailed
 from recursivedet.errors import run_command
 
 from .official import official_worker
 from .report import print_report, write_report
 from .session import ARCHS, compare
+from .settings import Settings
 from .training import training_worker
-from .worker import Settings, WorkerFailed
 
 
 def _parser() -> argparse.ArgumentParser:

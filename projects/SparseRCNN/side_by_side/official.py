@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .worker import READY, Settings, serve
+from recursivedet.analysis.worker_process import READY, serve
+
+from .settings import Settings
 
 OFFICIAL_CONFIG = "projects/SparseRCNN/configs/sparsercnn.res50.100pro.3x.yaml"
 

@@ -10,26 +10,21 @@ import torch
 from recursivedet.analysis.measure import (
     interleaved_timing,
     load_average,
-    matmul_peak_gflops,
     model_parts,
     sample_seconds,
+    timing_summary,
 )
 from recursivedet.analysis.model_cost import flops_by_module
+from recursivedet.analysis.output_diff import compare_image, image_agrees, random_images, to_pixel_xyxy
+from recursivedet.analysis.output_diff import image_sizes as derived_image_sizes
+from recursivedet.analysis.training_comparison import compare_training
+from recursivedet.analysis.worker_process import READY, WorkerProcess
 from recursivedet.errors import UserError
 from recursivedet.projects.SparseRCNN.convert import convert_official_state_dict, detect_official_architecture
 
 from .official import OFFICIAL_CONFIG
-from .outputs import (
-    build_project_model,
-    compare_image,
-    image_agrees,
-    random_images,
-    run_project_model,
-    to_pixel_xyxy,
-)
-from .outputs import image_sizes as derived_image_sizes
-from .training import compare_training
-from .worker import READY, Settings, WorkerProcess
+from .outputs import build_project_model, run_project_model
+from .settings import Settings
 
 ARCHS = ("recursivedet", "sparse_rcnn")
 TIMED_PARTS = ("head", "model")
@@ -47,26 +42,6 @@ def _timing(model, official: WorkerProcess, image: torch.Tensor, runs: int) -> d
     timing = interleaved_timing(list(TIMED_PARTS), lambda part: sample_seconds(parts[part]), official.sample, runs)
     timing["load_average"] = [load_before, load_average()]
     return timing
-
-
-def _timing_summary(timing: dict, threads: int, runs: int, head_gflops: float) -> dict:
-    """The timing with the ratios (ours / official) and the head's achieved GFLOP/s against a large matmul."""
-    summary = {
-        "threads": threads,
-        "runs": runs,
-        **timing,
-        "head_gflops": head_gflops,
-        "matmul_peak": matmul_peak_gflops(torch.device("cpu")),
-        "ratio": {
-            part: {k: timing["ours"][part][k] / timing["official"][part][k] for k in ("wall", "wall_min", "cpu")}
-            for part in TIMED_PARTS
-        },
-    }
-    summary["head_gflop_per_s"] = {side: head_gflops / timing[side]["head"]["wall"] for side in ("ours", "official")}
-    summary["head_fraction_of_peak"] = {
-        side: v / summary["matmul_peak"]["best"] for side, v in summary["head_gflop_per_s"].items()
-    }
-    return summary
 
 
 def compare(
@@ -109,7 +84,7 @@ def compare(
     with tempfile.TemporaryDirectory(prefix="recursivedet_side_by_side_") as tmp:
         work = Path(tmp)
         torch.save(images, work / "images.pth")
-        official_process = WorkerProcess(settings, work, "official")
+        official_process = settings.worker(work, "official")
         try:
             official_process.expect(READY)
             state = torch.load(work / "official_state.pth")
@@ -123,7 +98,7 @@ def compare(
         finally:
             official_process.close()
         if timing is not None:
-            timing = _timing_summary(timing, threads, timing_runs, flops_by_module(model, *sizes[0])["decoder"])
+            timing = timing_summary(timing, threads, timing_runs, flops_by_module(model, *sizes[0])["decoder"])
         training = None
         if train_runs > 0 and dtype == "float32":
             del model  # not needed by the training workers: leave the machine's memory to them

@@ -1,6 +1,7 @@
-"""The dialogue between the comparing process and its worker processes.
+"""The dialogue between a comparison with an official code (the hosts' ``side_by_side`` commands) and its worker
+processes.
 
-A worker is this package's command started with ``--worker WORK`` in the scratch directory ``WORK``: the
+A worker is the comparison's command started with ``--worker WORK`` in the scratch directory ``WORK``: the
 official inference worker, or with ``--train-worker ours|official`` a training worker. Data goes through
 files in ``WORK``; the worker's stdout carries only the dialogue, one line each, starting with "@@side_by_side":
 
@@ -15,34 +16,12 @@ Its stderr goes to ``WORK/<name>.log``, shown when it ends before answering.
 
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from recursivedet.analysis.measure import sample_seconds
 
 READY, SAMPLE = "@@side_by_side ready", "@@side_by_side sample"
 LOSS, MEMORY = "@@side_by_side loss", "@@side_by_side memory"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What every process of one comparison builds its model from (``official_root`` absolute)."""
-
-    official_root: str
-    arch: str
-    proposals: int
-    seed: int
-    threads: int
-    timing_runs: int
-    dtype: str
-
-    def argv(self) -> list[str]:
-        """These settings as options of this package's command."""
-        return [
-            *("--official-root", self.official_root, "--arch", self.arch),
-            *("--proposals", str(self.proposals), "--seed", str(self.seed), "--threads", str(self.threads)),
-            *("--timing-runs", str(self.timing_runs), "--dtype", self.dtype),
-        ]
 
 
 class WorkerFailed(RuntimeError):
@@ -66,10 +45,11 @@ def serve(parts: dict) -> None:
 
 
 class WorkerProcess:
-    """Comparing side: a worker started in ``work`` with ``settings``; ``role`` adds the training options."""
+    """Comparing side: ``python -m module --worker work *role *argv`` started in ``work``; ``role`` adds the
+    training options, ``argv`` the comparison's settings."""
 
-    def __init__(self, settings: Settings, work: Path, name: str, role: tuple[str, ...] = ()):
-        command = [sys.executable, "-m", __package__, "--worker", str(work), *role, *settings.argv()]
+    def __init__(self, module: str, argv: list[str], work: Path, name: str, role: tuple[str, ...] = ()):
+        command = [sys.executable, "-m", module, "--worker", str(work), *role, *argv]
         self.log = open(work / f"{name}.log", "w+")  # its stderr; lives as long as the process
         # Its working directory is the scratch one: the official code never runs from inside this project.
         self.proc = subprocess.Popen(
