@@ -23,7 +23,11 @@ __all__ = ["OFFICIAL_CONVERTERS", "convert_checkpoint", "load_checkpoint_file", 
 # Imported when a conversion runs: the library does not import the projects at import time.
 # Each recogniser claims only its own format (DiffusionDet's head keeps Sparse R-CNN's stage names: the Sparse
 # R-CNN one leaves checkpoints with time MLPs alone), so the order does not matter.
-OFFICIAL_CONVERTERS = ("recursivedet.projects.DiffusionDet.convert", "recursivedet.projects.SparseRCNN.convert")
+OFFICIAL_CONVERTERS = (
+    "recursivedet.projects.DiffusionDet.convert",
+    "recursivedet.projects.SparseRCNN.convert",
+    "recursivedet.projects.AdaMixer.convert",  # mmdet names (roi_head.bbox_head.*): no prefix shared with the others
+)
 
 
 def convert_checkpoint(state_dict: dict) -> tuple[str, dict, str]:
