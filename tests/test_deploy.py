@@ -1,0 +1,151 @@
+"""python -m recursivedet.deploy: the exported graph (TorchScript and ONNX) against the eager model at image
+sizes other than the one it was traced at; the trace-friendly RoIAlign against the eager one; the command's
+files, check and errors."""
+
+import copy
+import json
+import sys
+
+import pytest
+import torch
+from model_factory import one_thread, tiny_model
+from training_setup import TINY_CONFIG, run_main, tiny_run_at
+
+from recursivedet.deploy import command as deploy
+from recursivedet.deploy.check import compare, reference
+from recursivedet.deploy.formats import DeployFormatError, MissingRuntimeError, load, write
+from recursivedet.deploy.graph import DeployableDetector, stacked_roi_align
+from recursivedet.errors import run_command
+from recursivedet.modeling.roi_align import gather_roi_align
+
+
+def _random_deltas(model):
+    """Box deltas that move the boxes (the zero init would leave every box where it starts)."""
+    torch.manual_seed(1)
+    for stage in model.decoder.stages:
+        torch.nn.init.normal_(stage.box_delta.weight, std=0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _random_deltas(tiny_model("recursivedet", **{"decoder.box_delta_init": "zero"}))
+
+
+def test_stacked_roi_align_equals_the_gathered_one(tiny):
+    torch.manual_seed(0)
+    pooler = tiny.decoder.pooler
+    features = [torch.randn(2, 8, 64 // s, 96 // s, dtype=torch.float64) for s in (4, 8, 16, 32)]
+    xy = torch.rand(2, 20, 2, dtype=torch.float64) * torch.tensor([90.0, 60.0], dtype=torch.float64)
+    wh = torch.rand(2, 20, 2, dtype=torch.float64) * 60 + 0.5  # small to large: every level, some outside
+    boxes = torch.cat((xy - 5, xy + wh), dim=-1)
+    expected = gather_roi_align(pooler, features, boxes)
+    torch.testing.assert_close(stacked_roi_align(pooler, features, boxes), expected, rtol=1e-12, atol=1e-12)
+
+
+def _images():
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 256, (3, h, w), generator=g).float() for h, w in ((64, 96), (77, 50), (128, 128))]
+
+
+SLOW = pytest.mark.slow  # an export and its check on 6 images take 10-25 s even for the tiny model
+
+
+@pytest.mark.parametrize(
+    "fmt, variant",
+    [
+        pytest.param("torchscript", {}, marks=SLOW),
+        pytest.param("torchscript", {"rego.num_stages": 2}, marks=SLOW),
+        pytest.param("torchscript", {"decoder.stage_sharing": "none"}, marks=SLOW),
+        pytest.param("onnx", {}, marks=SLOW),
+        pytest.param("onnx", {"decoder.stage_sharing": "none", "decoder.analytic_roi_pe": False}, marks=SLOW),
+    ],
+)
+def test_exported_model_matches_pytorch_at_other_sizes(fmt, variant, tmp_path):
+    model = _random_deltas(tiny_model("recursivedet", **{"decoder.box_delta_init": "zero", **variant}))
+    images = _images()
+    with one_thread():
+        path = write(DeployableDetector(copy.deepcopy(model)), images[0], fmt, tmp_path / f"m.{fmt[:4]}")
+        path = path.rename(path.with_suffix(".ts" if fmt == "torchscript" else ".onnx"))
+        # traced at 64x96; the others (and their distorted copies) are other sizes and paddings
+        difference = compare(model, load(path), images)
+    assert len(difference.sizes) == 6 and len(set(difference.sizes)) == 6
+    assert difference.class_mismatches == 0 and difference.detections == 6 * 24
+    assert difference.box < 1e-2 and difference.score < 1e-4, difference.describe()
+
+
+def test_graph_outputs_are_the_models_detections(tiny):
+    image = _images()[1]
+    with torch.no_grad():
+        boxes, scores, classes = DeployableDetector(copy.deepcopy(tiny))(image)
+        instances = tiny([{"image": image}])[0]["instances"]
+    expected = reference(tiny, image)
+    torch.testing.assert_close(boxes, expected[0], rtol=0, atol=1e-4)
+    assert torch.equal(classes, expected[2]) and torch.equal(classes, instances.pred_classes)
+    torch.testing.assert_close(scores, instances.scores, rtol=0, atol=1e-6)
+    assert (boxes[:, 2] <= 50).all() and (boxes[:, 3] <= 77).all() and (boxes >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    with tiny_run_at(tmp_path_factory.mktemp("deploy")) as root:
+        run_main(TINY_CONFIG, "train.max_iter=2")
+        yield root, root / "output" / "model_final.pth"
+
+
+def _deploy(weights, output, *args):
+    with one_thread():
+        return deploy.main(
+            ["--config-file", str(TINY_CONFIG), "--weights", str(weights), "--output", str(output), *args]
+        )
+
+
+def _status(*argv) -> int:
+    with one_thread(), pytest.raises(SystemExit) as stop:
+        run_command(lambda: deploy.command([str(a) for a in argv]))
+    return stop.value.code
+
+
+@pytest.mark.slow
+def test_command_writes_both_formats_and_reports_the_differences(trained, tmp_path, capsys):
+    _, weights = trained
+    report = _deploy(weights, tmp_path, "--format", "torchscript", "onnx", "--check-images", "2")
+    assert report["failed"] == []
+    out = capsys.readouterr().out
+    for fmt in ("torchscript", "onnx"):
+        assert report[fmt]["within_tolerance"] and report[fmt]["box"] < 1e-2 and f"{fmt}: wrote" in out
+    info = json.loads((tmp_path / "deploy.json").read_text())
+    assert info["classes"] == ["c0", "c1", "c2"] and info["input_format"] == "RGB"
+    assert info["test_resize"] == {"shortest_edge": [64, 64], "max_size": 96}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.json", "model.onnx", "model.ts"]
+    # a tolerance the export cannot meet fails the command, after writing everything
+    status = _status(
+        "--config-file", TINY_CONFIG, "--weights", weights, "--output", tmp_path / "strict", "--format", "torchscript",
+        "--check-images", "1", "--score-tolerance", "-1",
+    )  # fmt: skip
+    assert status == 1 and "differ from PyTorch's by more than the tolerance" in capsys.readouterr().err
+
+
+def test_command_errors_are_one_line(trained, tmp_path, capsys, monkeypatch):
+    _, weights = trained
+    common = ["--config-file", TINY_CONFIG, "--weights", weights, "--output", tmp_path]
+    assert _status(*common, "--format", "tensorrt") == 2
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    assert _status(*common, "--format", "onnx") == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "error: onnxruntime is not installed: it runs and checks the ONNX model (pip install "
+        "'recursivedet[deploy]', or pip install onnxruntime)"
+    ]
+    with pytest.raises(MissingRuntimeError):
+        load(tmp_path / "model.onnx")
+    assert _status(*common[:-2], "--output", tmp_path / "nope.pth", "--format", "torchscript", "--weights", "x") == 2
+    assert "error: --weights x does not exist" in capsys.readouterr().err
+
+
+def test_onnx_of_rego_is_refused_in_one_line(tmp_path):
+    model = tiny_model("recursivedet", **{"rego.num_stages": 1}).eval()
+    with pytest.raises(DeployFormatError, match="ONNX export of a model with REGO is not supported"):
+        write(DeployableDetector(model), _images()[0], "onnx", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
