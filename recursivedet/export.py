@@ -1,7 +1,8 @@
 """Export predictions as COCO-format results json, for a registered dataset or a folder of images.
 
     python -m recursivedet.export --config-file CONFIG --weights model_final.pth \\
-        (--dataset NAME | --images DIR) --output OUT [--score-threshold 0.05] [--visualize] [key=value ...]
+        (--dataset NAME | --images DIR | --video FILE) --output OUT [--score-threshold 0.05] [--visualize]
+        [key=value ...]
 
 Writes ``OUT/predictions.json``: a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``
 (pycocotools' ``COCO.loadRes`` format). With ``--dataset``, image and category ids are the dataset's own
@@ -11,6 +12,11 @@ images are numbered 1..N in sorted file-name order and ``OUT/images.json`` (COCO
 (``dataloader.train.dataset.names``). ``--visualize`` also draws the detections above ``--vis-threshold``
 into ``OUT/visualizations/*.png``. Scores are sigmoid probabilities: both thresholds are in [0, 1].
 Trailing ``key=value`` pairs override the config as in ``train_net.py``.
+
+With ``--video`` (any file OpenCV decodes), each frame is one image: ``image_id`` is the frame index + 1 and
+every result also carries ``"frame"`` (0-based); ``OUT/images.json`` lists the frames; ``--visualize`` writes
+``OUT/visualized.mp4``. Progress shows the rate and the time left; at the end the time in the model is printed
+apart from the time reading (decoding and resizing) and drawing.
 
 An image that cannot be read is skipped with a warning naming it and the reason; the others are exported
 and the command exits with status 1. A skipped image of a folder keeps its number (the ids of the others do
@@ -50,6 +56,7 @@ from recursivedet.engine import (
 )
 from recursivedet.engine.checkpoint import atomic_write
 from recursivedet.errors import ConfigFileError, UserError, run_command
+from recursivedet.inference.video import Stopwatch, VideoFrames, VideoWriter
 from recursivedet.model_zoo import get_config_file
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -149,28 +156,93 @@ def export_predictions(
         vis_dir.mkdir(parents=True, exist_ok=True)
     results, images, skipped = [], [], {}
     model.eval()
-    for inputs in tqdm(loader, total=len(dataset_dicts), desc="predicting", unit="image"):
+    clock = Stopwatch()
+    batches = iter(loader)
+    for _ in tqdm(range(len(dataset_dicts)), desc="predicting", unit="image"):
+        with clock("read"):
+            inputs = next(batches)
         (x,) = inputs
         if "unreadable" in x:
             logger.warning(f"skipped image {x['image_id']}: {x['unreadable']}")
             skipped[x["file_name"]] = x["unreadable"]
             continue
-        instances = model(inputs)[0]["instances"].to("cpu")
+        with clock("model"):
+            instances = model(inputs)[0]["instances"].to("cpu")
         instances = instances[instances.scores >= score_threshold]
         for r in instances_to_coco_json(instances, x["image_id"]):
             r["category_id"] = ids[r["category_id"]]
             results.append(r)
         images.append({"id": x["image_id"], "file_name": x["file_name"], "width": x["width"], "height": x["height"]})
         if visualize:
-            try:  # the file was readable a moment ago; a drawing is not worth stopping the export for
-                image = read_image_checked(x["file_name"], "RGB")
-            except DatasetError as e:
-                logger.warning(f"no drawing of image {x['image_id']}: {e}")
-                continue
-            shown = instances[instances.scores >= vis_threshold]
-            name = f"{x['image_id']}_{Path(x['file_name']).stem}.png"
-            Visualizer(image, metadata).draw_instance_predictions(shown).save(str(vis_dir / name))
+            with clock("draw"):
+                try:  # the file was readable a moment ago; a drawing is not worth stopping the export for
+                    image = read_image_checked(x["file_name"], "RGB")
+                except DatasetError as e:
+                    logger.warning(f"no drawing of image {x['image_id']}: {e}")
+                    continue
+                shown = instances[instances.scores >= vis_threshold]
+                name = f"{x['image_id']}_{Path(x['file_name']).stem}.png"
+                Visualizer(image, metadata).draw_instance_predictions(shown).save(str(vis_dir / name))
+    print(f"{len(images)} images: {clock.summary(len(images), 'image')}")
     return results, images, skipped
+
+
+@torch.no_grad()
+def export_video(
+    cfg,
+    model,
+    frames: VideoFrames,
+    metadata,
+    output_dir: str,
+    *,
+    score_threshold: float = 0.0,
+    visualize: bool = False,
+    vis_threshold: float = 0.5,
+) -> tuple[list[dict], list[dict]]:
+    """:func:`export_predictions` for the frames of a video (:class:`VideoFrames` of the config's test
+    mapper): results with ``"frame"`` (image id = frame + 1), the frames as COCO ``images``; with ``visualize``
+    the drawn frames as ``output_dir/visualized.mp4``."""
+    ids = category_ids(metadata)
+    writer = None
+    if visualize:
+        writer = VideoWriter(Path(output_dir) / "visualized.mp4", frames.fps, frames.width, frames.height)
+    results, images = [], []
+    model.eval()
+    clock = Stopwatch()
+    reader = iter(frames)
+    progress = tqdm(total=frames.num_frames, desc="predicting", unit="frame")
+    while True:
+        with clock("read"):
+            x = next(reader, None)
+        if x is None:
+            break
+        image_id = x["frame"] + 1
+        with clock("model"):
+            instances = model([x])[0]["instances"].to("cpu")
+        instances = instances[instances.scores >= score_threshold]
+        for r in instances_to_coco_json(instances, image_id):
+            r["category_id"] = ids[r["category_id"]]
+            r["frame"] = x["frame"]
+            results.append(r)
+        images.append(
+            {
+                "id": image_id,
+                "frame": x["frame"],
+                "file_name": os.path.basename(frames.path),
+                "width": x["width"],
+                "height": x["height"],
+            }
+        )
+        if writer is not None:
+            with clock("draw"):
+                shown = instances[instances.scores >= vis_threshold]
+                writer.write(Visualizer(x["rgb"], metadata).draw_instance_predictions(shown).get_image())
+        progress.update()
+    progress.close()
+    if writer is not None:
+        writer.close()
+    print(f"{len(images)} frames: {clock.summary(len(images), 'frame')}")
+    return results, images
 
 
 def write_json(path: Path, data) -> None:
@@ -208,11 +280,14 @@ def argument_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", metavar="NAME", help="a registered dataset name")
     source.add_argument("--images", metavar="DIR", help="a folder of images")
+    source.add_argument("--video", metavar="FILE", help="a video file (one image per frame)")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
         "--score-threshold", type=parse_score, default=0.0, metavar="S", help="drop detections below S (0)"
     )
-    parser.add_argument("--visualize", action="store_true", help="also write PNGs with the detections drawn")
+    parser.add_argument(
+        "--visualize", action="store_true", help="also draw the detections (PNGs; for a video, visualized.mp4)"
+    )
     parser.add_argument(
         "--vis-threshold", type=parse_score, default=0.5, metavar="S", help="draw detections from S (0.5)"
     )
@@ -264,16 +339,27 @@ def main(argv=None) -> ExportResult:
         dicts = get_dataset_dicts(args.dataset, filter_empty=False)
         category_source = args.dataset
     else:
-        dicts = image_folder_dicts(args.images)
+        dicts = [] if args.video else image_folder_dicts(args.images)
         train_names = cfg.dataloader.train.dataset.names
         category_source = train_names if isinstance(train_names, str) else train_names[0]
     metadata = dataset_metadata(category_source)
     # Before the model runs: a class the dataset does not have would fail the category mapping at the end.
     check_num_classes(cfg, [category_source])
+    frames = VideoFrames(args.video, instantiate(cfg.dataloader.test.mapper)) if args.video else None
     make_output_folder(output)
 
     model = build_model(cfg)
     load_weights(model, args.weights, strict=True)
+    if args.video:
+        options = dict(score_threshold=args.score_threshold, visualize=args.visualize, vis_threshold=args.vis_threshold)
+        results, images = export_video(cfg, model, frames, metadata, str(output), **options)
+        categories = [{"id": i, "name": n} for i, n in zip(category_ids(metadata), metadata.thing_classes, strict=True)]
+        written = {"predictions": output / "predictions.json", "images": output / "images.json"}
+        write_json(written["predictions"], results)
+        write_json(written["images"], {"images": images, "categories": categories, "annotations": []})
+        if args.visualize:
+            written["video"] = output / "visualized.mp4"
+        return ExportResult(written, {}, len(images))
     results, images, skipped = export_predictions(
         cfg,
         model,
