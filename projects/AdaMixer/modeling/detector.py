@@ -93,11 +93,18 @@ class AdaMixer(nn.Module):
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         return ImageList.from_tensors(images, self.backbone.size_divisibility)
 
-    def features(self, images: ImageList) -> list[torch.Tensor]:
-        """The neck's maps in ``in_features`` order, (B, c, H_l, W_l), contiguous for the sampling."""
+    def run_backbone(self, images: ImageList) -> dict[str, torch.Tensor]:
+        """The backbone's (and neck's) output maps."""
         tensor = images.tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else images.tensor
-        maps = self.backbone(tensor)
-        return [maps[f].contiguous() for f in self.in_features]
+        return self.backbone(tensor)
+
+    def run_head(self, images: ImageList, feature_maps: dict[str, torch.Tensor], num_stages: int | None = None):
+        """Everything after the backbone up to the stage outputs (the analysis tools' timed "head"): list over
+        stages of (logits (B, N, K), positions (B, N, 4) (x, y, z, r))."""
+        whwh = image_whwh(images.image_sizes, self.device)
+        content, xyzr = self.initial_queries(whwh)
+        features = [feature_maps[f].contiguous() for f in self.in_features]  # contiguous for the sampling
+        return self.decoder(features, self.strides, content, xyzr, whwh, num_stages)
 
     def initial_queries(self, whwh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, c) layer-normalised contents and (B, N, 4) detached positions of the images (B, 4) whwh."""
@@ -110,8 +117,7 @@ class AdaMixer(nn.Module):
         """Backbone + decoder -> list over stages of (logits (B, N, K), boxes (B, N, 4) normalised cxcywh), and
         the (B, 4) image sizes whwh."""
         whwh = image_whwh(images.image_sizes, self.device)
-        content, xyzr = self.initial_queries(whwh)
-        outputs = self.decoder(self.features(images), self.strides, content, xyzr, whwh, num_stages)
+        outputs = self.run_head(images, self.run_backbone(images), num_stages)
         return [(logits, xyxy_to_cxcywh(xyzr_to_xyxy(b) / whwh[:, None, :])) for logits, b in outputs], whwh
 
     def forward(self, batched_inputs: list[dict]):
