@@ -20,6 +20,7 @@ from detectron2.utils import comm
 from omegaconf import OmegaConf
 
 from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, UserError
+from recursivedet.inference.tta import with_tta
 
 from .checkpoint import Checkpointer, CheckpointError, load_weights
 from .hooks import EvalHook, GradClipHook, IterationSeedHook, NonFiniteCheck
@@ -202,11 +203,12 @@ def do_test(cfg, model) -> dict:
 
 
 def evaluate(cfg) -> dict:
-    """Evaluate the weights in ``train.init_checkpoint`` (``--eval-only``)."""
+    """Evaluate the weights in ``train.init_checkpoint`` (``--eval-only``), with test-time augmentation when
+    ``dataloader.tta.enabled``."""
     check_config(cfg, eval_only=True)
     model = build_model(cfg)
     load_weights(model, cfg.train.init_checkpoint, strict=True)
-    return do_test(cfg, model)
+    return do_test(cfg, with_tta(cfg, model))
 
 
 def do_train(cfg, resume: bool = False):

@@ -47,3 +47,15 @@ dataloader.evaluator = L(build_coco_evaluator)(
     dataset_name="${..test.dataset.names}",
     output_dir="${train.output_dir}",
 )
+
+# Test-time augmentation (recursivedet/inference/tta.py) for --eval-only and the export, off by default:
+# every shortest-edge size below and, with flip, its mirror image; detections merged by weighted box fusion
+# ("wbf") or NMS ("nms") at the IoU threshold.
+dataloader.tta = dict(
+    enabled=False,
+    min_sizes=(400, 500, 600, 700, 800, 900, 1000, 1100, 1200),
+    max_size=2000,
+    flip=True,
+    merge="wbf",
+    iou_threshold=0.55,
+)

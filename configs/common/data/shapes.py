@@ -17,3 +17,5 @@ dataloader.test.dataset.names = "shapes_val"
 dataloader.test.mapper.augmentations.min_size = 256
 dataloader.test.mapper.augmentations.max_size = 512
 dataloader.test.num_workers = 2
+dataloader.tta.min_sizes = (224, 256, 288)
+dataloader.tta.max_size = 576
