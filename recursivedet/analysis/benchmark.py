@@ -4,6 +4,7 @@
     python -m recursivedet.analysis.benchmark --config-file CONFIG --proposals 100 300 500 --sizes 512x512 800x1216
     python -m recursivedet.analysis.benchmark --config-file CONFIG --device cuda --json bench.json [key=value ...]
     python -m recursivedet.analysis.benchmark --official-root PATH --arch recursivedet --threads 2 --json sbs.json
+    python -m recursivedet.analysis.benchmark --official-root PATH --arch diffusiondet --threads 2
 
 Prints a table and optionally writes JSON: parameters, GFLOPs (fvcore multiply-adds), the median latency
 (after warm-up runs) of the whole model, the backbone and the decoder head on one image, one training step
@@ -13,8 +14,9 @@ same run (through torch.mm and, on the CPU, oneDNN). ``--proposals`` and ``--siz
 latency. On CUDA every timing is synchronised. Compare figures only within
 one run: absolute times vary between machines and with other load.
 
-With ``--official-root`` (a checkout of the official RecursiveDet or Sparse R-CNN code) it runs the
-side-by-side comparison of :mod:`recursivedet.projects.SparseRCNN.side_by_side` instead: both models from the same
+With ``--official-root`` (a checkout of the official RecursiveDet, Sparse R-CNN or DiffusionDet code) it runs the
+side-by-side comparison of :mod:`recursivedet.projects.SparseRCNN.side_by_side` (or
+:mod:`recursivedet.projects.DiffusionDet.side_by_side`) instead: both models from the same
 converted weights, their outputs checked to agree, inference and training-step times interleaved in the
 same run, peak training memory, and the ratios (this project / official).
 """
@@ -130,26 +132,32 @@ def format_result(r: dict) -> str:
 
 
 def _compare_with_official(args) -> dict:
-    """The comparison with the official code (its package is imported here: the library does not depend on
-    the projects at import time); exits 1 when the two disagree, as the comparison's own command does."""
-    from recursivedet.projects.SparseRCNN.side_by_side import WorkerFailed, compare, print_report, write_report
+    """The comparison with the official code of ``args.arch`` (its package is imported here: the library does not
+    depend on the projects at import time); exits 1 when the two disagree, as the comparison's own command does."""
+    if args.arch == "diffusiondet":
+        from recursivedet.projects.DiffusionDet import side_by_side
 
+        options = {"proposals": 500, "steps": (1, 4)}
+    else:
+        from recursivedet.projects.SparseRCNN import side_by_side
+
+        options = {"arch": args.arch}
     try:
-        report = compare(
+        report = side_by_side.compare(
             official_root=args.official_root,
-            arch=args.arch,
             threads=args.threads or 2,
             image_sizes=[args.image_size],
             timing_runs=args.repeats,
             train_batch=args.train_batch,
             train_size=args.train_size,
+            **options,
         )
-    except WorkerFailed as e:
+    except side_by_side.WorkerFailed as e:
         sys.stderr.write(e.log)
         sys.exit(e.status)
-    print_report(report)
+    side_by_side.print_report(report)
     if args.json:
-        write_report(report, args.json)
+        side_by_side.write_report(report, args.json)
     if not report["agree"]:
         sys.exit(1)
     return report
@@ -165,7 +173,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--config-file", metavar="FILE", help="the config to benchmark (not with --official-root)")
     parser.add_argument("--official-root", metavar="PATH", help="compare with this official checkout instead")
     parser.add_argument(
-        "--arch", choices=("recursivedet", "sparse_rcnn"), default="recursivedet", help="with --official-root"
+        "--arch",
+        choices=("recursivedet", "sparse_rcnn", "diffusiondet"),
+        default="recursivedet",
+        help="with --official-root: the official code it is a checkout of (diffusiondet: 500 proposals, 1 and 4 "
+        "DDIM steps)",
     )
     parser.add_argument("--image-size", type=_size, default=(800, 1216), metavar="HxW")
     parser.add_argument("--repeats", type=int, default=5)

@@ -1,0 +1,122 @@
+"""Run this project's DiffusionDet next to the official code from the same weights and random draws, and compare.
+
+    python -m recursivedet.projects.DiffusionDet.side_by_side --official-root PATH
+    python -m recursivedet.projects.DiffusionDet.side_by_side --official-root PATH --steps 1 4 \\
+        --proposals 500 --image-size 800 1216 --threads 2 --json out.json
+
+``PATH`` is a checkout of ShoufaChen/DiffusionDet (its ``diffusiondet`` package imports ``timm``: install it
+beside this project). The official code runs in a worker process with its own ``sys.path``, from a temporary
+directory; the processes exchange data through files only.
+
+The official R50 model (``--proposals`` proposals) gets seeded random weights, with its LayerNorms and head
+biases randomised, the last box layers scaled down and the class biases set so that box renewal keeps some boxes
+and renews others. Its state dict is converted with ``recursivedet.projects.DiffusionDet.convert`` and loaded
+strictly into this project's model (``DiffusionDet/models/diffusiondet.py``, with the official ensemble).
+
+Each image (random uint8, one per batch: the official sampling supports one image) is sampled by both models with
+each number of DDIM ``--steps`` (eta 1, box renewal, ensemble and NMS as the official config), every random draw
+(initial boxes, DDIM noise, renewed boxes) answered from one tape, so that the two runs see the same numbers.
+Reported per image and step count: for every step and stage the max |score difference| over all proposals x
+classes and the max |box difference| in pixels, the boxes kept at each renewal, and the final detections paired
+one to one.
+
+Timings (``--threads``; one warm-up, then runs of both alternated in ABBA order): the decoder head (one sampling
+step's six stages on the initial noise boxes) and the whole model at each step count, on the first image size,
+with the ratios this project / official, and the head's achieved GFLOP/s next to a large matrix product.
+
+Training (``--train-runs``): one training step per side (forward, backward, full-model gradient clipping, AdamW,
+each code's own optimizer set-up) on ``--train-batch`` random images of ``--train-size`` with 5 random boxes
+each, corrupted with the same steps, noise and placeholder boxes, each side in a fresh process: the first step's
+total losses are compared (``--loss-tol``, relative), then steps are timed alternating between the two
+processes, then each reports its peak resident memory.
+
+Exit status: 0 when everything agrees within the tolerances, 1 otherwise, 2 on a usage or setup error.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from recursivedet.analysis.worker_process import WorkerFailed
+from recursivedet.errors import run_command
+
+from .official import official_worker
+from .report import print_report, write_report
+from .session import compare
+from .settings import Settings
+from .training import training_worker
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__package__}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--official-root", required=True, help="checkout of the official DiffusionDet code")
+    parser.add_argument("--proposals", type=int, default=500)
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="DDIM step counts compared")
+    parser.add_argument(
+        "--image-size",
+        nargs=2,
+        type=int,
+        action="append",
+        metavar=("H", "W"),
+        help="an image size; repeat for several (default 800 1216)",
+    )
+    parser.add_argument("--num-images", type=int, default=1, help="further sizes are derived from the last one")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timing-runs", type=int, default=5, help="0 skips the timing")
+    parser.add_argument("--score-tol", type=float, default=1e-4)
+    parser.add_argument("--box-tol", type=float, default=1e-4, help="relative to the longer image side")
+    parser.add_argument(
+        "--train-runs", type=int, default=3, help="timed training steps per side (after two warm-ups); 0 skips"
+    )
+    parser.add_argument("--train-batch", type=int, default=2, help="images per training step")
+    parser.add_argument("--train-size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"))
+    parser.add_argument(
+        "--loss-tol", type=float, default=1e-4, help="relative difference allowed between the first-step losses"
+    )
+    parser.add_argument("--json", help="write the report here")
+    # A worker process of the comparison (see recursivedet.analysis.worker_process).
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--train-worker", choices=("ours", "official"), help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.worker:
+        settings = Settings(
+            args.official_root, args.proposals, tuple(args.steps), args.seed, args.threads, args.timing_runs
+        )
+        if args.train_worker:
+            return training_worker(settings, Path(args.worker), args.train_worker)
+        return official_worker(settings, Path(args.worker))
+    try:
+        report = compare(
+            args.official_root,
+            proposals=args.proposals,
+            steps=args.steps,
+            image_sizes=args.image_size or [(800, 1216)],
+            num_images=args.num_images,
+            seed=args.seed,
+            threads=args.threads,
+            timing_runs=args.timing_runs,
+            score_tol=args.score_tol,
+            box_tol=args.box_tol,
+            train_runs=args.train_runs,
+            train_batch=args.train_batch,
+            train_size=tuple(args.train_size),
+            loss_tol=args.loss_tol,
+        )
+    except WorkerFailed as e:
+        sys.stderr.write(e.log)
+        return e.status
+    print_report(report)
+    if args.json:
+        write_report(report, args.json)
+    return 0 if report["agree"] else 1
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -1,0 +1,51 @@
+"""The training workers of the comparison (the steps and their comparison:
+:mod:`recursivedet.analysis.training_comparison`): each code's own optimizer set-up (the official
+``Trainer.build_optimizer`` of its ``train_net.py``: one param group per tensor; this project's config
+``DiffusionDet/diffusiondet_R50_500pro_60ep.py``), on random images with 5 random boxes each, both corrupted
+with the same steps t, noise and placeholder boxes (``training_tape.pth``, :mod:`.random_tape`).
+"""
+
+from pathlib import Path
+
+import torch
+
+from recursivedet import model_zoo
+from recursivedet.analysis.measure import detectron2_inputs
+from recursivedet.analysis.training_comparison import serve_training
+
+from .official import build_official, official_optimizer
+from .outputs import build_project_model
+from .random_tape import official_training_draws, project_training_draws
+from .settings import Settings
+
+TRAINING_CONFIG = "DiffusionDet/diffusiondet_R50_500pro_60ep.py"
+
+
+def training_worker(settings: Settings, work: Path, side: str) -> int:
+    """Worker: ``side``'s model from the saved weights (``project_state.pth`` / ``official_state.pth``) and its
+    optimizer; answer the first step's total loss on the saved batch (``train_batch.pth``), time steps on
+    request, then answer the peak resident memory and that before the steps."""
+    torch.set_num_threads(settings.threads)
+    tape = torch.load(work / "training_tape.pth")
+    if side == "official":
+        cfg, model = build_official(settings)
+        model.load_state_dict(torch.load(work / "official_state.pth"), strict=True)
+        optimizer = official_optimizer(Path(settings.official_root), cfg, model)
+        clip = None  # its optimizer clips the whole model's gradient inside step()
+        prepare_targets = model.prepare_targets
+
+        def prepare_targets_from_tape(targets):
+            with official_training_draws(tape):
+                return prepare_targets(targets)
+
+        model.prepare_targets = prepare_targets_from_tape
+    else:
+        from detectron2.config import instantiate
+
+        model = build_project_model(settings.proposals, torch.load(work / "project_state.pth"))
+        project_training_draws(model, tape)
+        cfg = model_zoo.get_config(TRAINING_CONFIG)
+        cfg.optimizer.params.model = model
+        optimizer = instantiate(cfg.optimizer)
+        clip = cfg.train.clip_grad if cfg.train.clip_grad.enabled else None
+    return serve_training(model, optimizer, detectron2_inputs(torch.load(work / "train_batch.pth")), clip)
