@@ -1,6 +1,6 @@
 """Parameter and FLOP table of model configs next to the paper's figures.
 
-    python -m recursivedet.analysis.model_cost                     # every ablation and main-result config (both hosts)
+    python -m recursivedet.analysis.model_cost                     # every ablation and main-result config (all hosts)
     python -m recursivedet.analysis.model_cost configs/x.py --no-flops
     python -m recursivedet.analysis.model_cost --input-size 800 1216 --json cost.json
 
@@ -23,16 +23,25 @@ from detectron2.utils.analysis import FlopCountAnalysis
 
 from recursivedet.model_zoo import get_config_file
 
-from .paper_rows import ABLATION_ROWS, DIFFUSIONDET_ROWS, MAIN_ROWS
+from .paper_rows import ABLATION_ROWS, ADAMIXER_ROWS, DIFFUSIONDET_ROWS, MAIN_ROWS
 
 # Decoder-stage parameter name prefixes of each paper Table 1 category; anything else is "Others".
+# AdaMixer's stage (projects/AdaMixer): self_attn.attn (MSA), adaptive_mixing (Dyn, Out), PE in self_attn and mixing_pe.
 STAGE_CATEGORIES = OrderedDict(
-    MSA=("self_attn.q_content_proj.", "self_attn.k_content_proj.", "self_attn.v_proj.", "self_attn.out_proj."),
-    Dyn=("dynamic_conv.dynamic_layer.",),
-    Out=("dynamic_conv.out_layer.",),
+    MSA=(
+        "self_attn.q_content_proj.",
+        "self_attn.k_content_proj.",
+        "self_attn.v_proj.",
+        "self_attn.out_proj.",
+        "self_attn.attn.",
+    ),
+    Dyn=("dynamic_conv.dynamic_layer.", "adaptive_mixing.dynamic_layer."),
+    Out=("dynamic_conv.out_layer.", "adaptive_mixing.out_layer."),
     Head=("cls_layers.", "reg_layers.", "class_logits.", "box_delta."),
     PE=(
         "box_pos_mlp.",
+        "self_attn.box_pos_mlp.",
+        "mixing_pe.",
         "self_attn.q_pos_proj.",
         "self_attn.k_pos_proj.",
         "dynamic_conv.center_scale.",
@@ -140,7 +149,7 @@ def main(argv=None) -> int:
         targets = [(None, path) for path in args.configs]
     else:
         targets = []
-        for row in ABLATION_ROWS + MAIN_ROWS + DIFFUSIONDET_ROWS:
+        for row in ABLATION_ROWS + MAIN_ROWS + DIFFUSIONDET_ROWS + ADAMIXER_ROWS:
             targets.append((row, row.config))
     rows = []
     cache = {}
