@@ -181,3 +181,11 @@ def test_settings_that_do_not_apply_are_config_errors(overrides, match):
     cfg = tiny_adamixer_config(**overrides)
     with pytest.raises(ConfigValueError, match=match):
         instantiate(cfg.model)
+
+
+def test_cost_table_splits_the_stage_into_table1_categories():
+    from recursivedet.analysis.model_cost import stage_breakdown
+
+    counts = stage_breakdown(AdaMixerStage(box_pe_self_attention=True, box_pe_dynamic_conv=True))
+    assert counts["MSA"] == 263_168 and counts["Dyn"] == 8_421_376 and counts["Out"] == 8_388_864
+    assert counts["Head"] == 154_196 and counts["PE"] == 461_058 and counts["Others"] == 1_151_104 + 8
