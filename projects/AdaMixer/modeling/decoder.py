@@ -39,6 +39,12 @@ class AdaMixerDecoder(nn.Module):
         for s in self.stages:
             s.reset_parameters(prior_prob)
 
+    @property
+    def feature_memory_format(self) -> torch.memory_format:
+        """The layout in which the stages read the maps fastest: channels-last for the gathered sampling, the
+        standard one for ``F.grid_sample``."""
+        return torch.channels_last if self.stages[0].sampling.gather else torch.contiguous_format
+
     def stage_module(self, t: int) -> AdaMixerStage:
         """The parameters used at stage t (0-based)."""
         return self.stages[self.schedule.module_index(t)]
@@ -62,7 +68,3 @@ class AdaMixerDecoder(nn.Module):
             outputs.append((logits, new_xyzr))
             xyzr = new_xyzr.detach()
         return outputs
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.stages[0].class_logits.weight.dtype

@@ -103,7 +103,8 @@ class AdaMixer(nn.Module):
         stages of (logits (B, N, K), positions (B, N, 4) (x, y, z, r))."""
         whwh = image_whwh(images.image_sizes, self.device)
         content, xyzr = self.initial_queries(whwh)
-        features = [feature_maps[f].contiguous() for f in self.in_features]  # contiguous for the sampling
+        layout = self.decoder.feature_memory_format
+        features = [feature_maps[f].contiguous(memory_format=layout) for f in self.in_features]
         return self.decoder(features, self.strides, content, xyzr, whwh, num_stages)
 
     def initial_queries(self, whwh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,6 +38,8 @@ class AdaMixerStage(nn.Module):
         box_pe_self_attention: RecursiveDet bb-PE in self-attention (:class:`~.self_attention.IoFSelfAttention`).
         box_pe_dynamic_conv: RecursiveDet bb-PE in the mixing (:mod:`~.mixing_position`).
         centerness: only "none": cb-PE does not apply to this host (its sampling points leave the box).
+        gather_sampling: sample by weighted row gathers (same numbers, faster); False: ``F.grid_sample`` per level
+            as the official code (:class:`~.sampling.AdaptiveSampling`).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class AdaMixerStage(nn.Module):
         box_pe_self_attention: bool = False,
         box_pe_dynamic_conv: bool = False,
         centerness: str = "none",
+        gather_sampling: bool = True,
     ):
         super().__init__()
         if centerness != "none":
@@ -67,7 +70,7 @@ class AdaMixerStage(nn.Module):
             raise ConfigValueError(f"model.decoder.stage.dim {dim} must divide by 4 and by num_groups {num_groups}")
         self.dim = dim
         self.self_attn = IoFSelfAttention(dim, num_heads, dropout, box_pe=box_pe_self_attention)
-        self.sampling = AdaptiveSampling(dim, num_groups, in_points)
+        self.sampling = AdaptiveSampling(dim, num_groups, in_points, gather=gather_sampling)
         self.adaptive_mixing = AdaptiveMixing(dim, num_groups, in_points, out_points)
         self.mixing_pe = MixingPositionEncoding(dim) if box_pe_dynamic_conv else None
         self.norm2 = nn.LayerNorm(dim)

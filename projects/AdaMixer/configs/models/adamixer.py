@@ -38,6 +38,8 @@ model = L(AdaMixer)(
             box_pe_self_attention=False,
             box_pe_dynamic_conv=False,
             centerness="none",  # cb-PE does not apply to this host
+            # Same numbers, computed faster (False: F.grid_sample per level, the official code's way).
+            gather_sampling=True,
         ),
         num_stages=6,
         stage_sharing="none",
