@@ -30,6 +30,11 @@ each, corrupted with the same steps, noise and placeholder boxes, each side in a
 total losses are compared (``--loss-tol``, relative), then steps are timed alternating between the two
 processes, then each reports its peak resident memory.
 
+The score tolerance is 1e-3 here (1e-4 for Sparse R-CNN): the sampling chain amplifies float32 rounding. With
+the randomised R50 weights, a relative change of 1e-7 in the input boxes (about one float32 rounding) moves this
+project's own stage-1 logits by ~3e-3 and its boxes by ~0.04 px; the two codes differ by ~3e-4 in logits and
+~6e-5 in scores at the first step, and by up to ~2.5e-4 in scores after three DDIM steps.
+
 Exit status: 0 when everything agrees within the tolerances, 1 otherwise, 2 on a usage or setup error.
 """
 
@@ -66,7 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timing-runs", type=int, default=5, help="0 skips the timing")
-    parser.add_argument("--score-tol", type=float, default=1e-4)
+    parser.add_argument(
+        "--score-tol",
+        type=float,
+        default=1e-3,
+        help="(default 1e-3: the sampling chain amplifies float32 rounding, see the description)",
+    )
     parser.add_argument("--box-tol", type=float, default=1e-4, help="relative to the longer image side")
     parser.add_argument(
         "--train-runs", type=int, default=3, help="timed training steps per side (after two warm-ups); 0 skips"

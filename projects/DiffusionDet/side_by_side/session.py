@@ -64,7 +64,7 @@ def compare(
     seed: int = 0,
     threads: int = 2,
     timing_runs: int = 5,
-    score_tol: float = 1e-4,
+    score_tol: float = 1e-3,
     box_tol: float = 1e-4,
     train_runs: int = 3,
     train_batch: int = 2,
