@@ -71,7 +71,7 @@ class MixingPositionEncoding(nn.Module):
         """
         kernel = self.kernel_pos_proj(self.position_kernel(query, boxes))  # (B, N, c) = W_k s_k + b_k
         through_f = kernel @ self.roi_pos_proj.weight  # (B, N, c) = W_f^T k
-        constant = kernel @ self.roi_pos_proj.bias  # (B, N) = b_f . k
+        constant = (kernel @ self.roi_pos_proj.bias[:, None])[..., 0]  # (B, N) = b_f . k (2-D: fvcore counts it)
         # The points carry the gradient of their offsets, as the features sampled at them do.
         normalised = points[..., :2] / image_wh[:, None, None, None, :]
         sine = point_sine_embedding(normalised, self.dim // 2).to(query.dtype)  # (B, N, G, P, c)
