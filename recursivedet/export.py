@@ -56,7 +56,7 @@ from recursivedet.engine import (
 )
 from recursivedet.engine.checkpoint import atomic_write
 from recursivedet.errors import ConfigFileError, UserError, run_command
-from recursivedet.inference.tta import with_tta
+from recursivedet.inference.speed import inference_model
 from recursivedet.inference.video import Stopwatch, VideoFrames, VideoWriter
 from recursivedet.model_zoo import get_config_file
 
@@ -351,7 +351,7 @@ def main(argv=None) -> ExportResult:
 
     model = build_model(cfg)
     load_weights(model, args.weights, strict=True)
-    model = with_tta(cfg, model)  # the model itself unless dataloader.tta.enabled
+    model = inference_model(cfg, model)  # train.inference and dataloader.tta switches (none: the model itself)
     if args.video:
         options = dict(score_threshold=args.score_threshold, visualize=args.visualize, vis_threshold=args.vis_threshold)
         results, images = export_video(cfg, model, frames, metadata, str(output), **options)

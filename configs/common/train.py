@@ -9,6 +9,8 @@ train = dict(
     init_checkpoint="detectron2://ImageNetPretrained/torchvision/R-50.pkl",
     max_iter=270000,
     amp=dict(enabled=False),  # mixed precision (CUDA only)
+    # evaluation and export (recursivedet/inference/speed.py): bfloat16 autocast, torch.compile of backbone and decoder
+    inference=dict(bf16=False, compile=False),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     checkpointer=dict(period=5000, max_to_keep=100),  # PeriodicCheckpointer
     eval_period=10000,  # 0: evaluate at the end only

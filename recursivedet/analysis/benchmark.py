@@ -38,7 +38,7 @@ from recursivedet.analysis.measure import (
     training_batch,
 )
 from recursivedet.analysis.model_cost import flops_by_module
-from recursivedet.engine import build_model, load_config
+from recursivedet.engine import build_model, load_config, load_weights
 from recursivedet.errors import run_command
 
 
@@ -163,6 +163,22 @@ def _compare_with_official(args) -> dict:
     return report
 
 
+def _inference_variants(cfg, args) -> dict:
+    """The inference variants of :mod:`recursivedet.deploy.benchmark` (imported when used)."""
+    from recursivedet.deploy.benchmark import benchmark_variants, format_variants
+
+    model = build_model(cfg)
+    if args.weights:
+        load_weights(model, args.weights, strict=True)
+    result = benchmark_variants(model, args.image_size, args.repeats)
+    result["config"] = args.config_file
+    print(format_variants(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
 def _size(text: str) -> tuple[int, int]:
     h, w = text.lower().split("x")
     return int(h), int(w)
@@ -188,6 +204,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--proposals", type=int, nargs="*", default=[], help="sweep: numbers of proposals")
     parser.add_argument("--sizes", type=_size, nargs="*", default=[], metavar="HxW", help="sweep: image sizes")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--inference-variants",
+        action="store_true",
+        help="time eager float32, bfloat16, torch.compile, TorchScript and ONNX in one run instead "
+        "(recursivedet.deploy.benchmark)",
+    )
+    parser.add_argument("--weights", metavar="FILE", help="with --inference-variants: the checkpoint to time")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")
     args = parser.parse_args(argv)
     if args.official_root:
@@ -215,6 +238,8 @@ def main(argv=None) -> dict:
     overrides = list(args.opts) + ([f"train.device={args.device}"] if args.device else [])
     cfg = load_config(args.config_file, overrides)
     cfg.train.init_checkpoint = ""  # random weights: timing does not depend on them
+    if args.inference_variants:
+        return _inference_variants(cfg, args)
     sizes = args.sizes or ([args.image_size] if args.proposals else [])
     result = benchmark(cfg, args.image_size, args.repeats, args.train_batch, args.train_size, args.proposals, sizes)
     result["config"] = args.config_file

@@ -20,7 +20,7 @@ from detectron2.utils import comm
 from omegaconf import OmegaConf
 
 from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, UserError
-from recursivedet.inference.tta import with_tta
+from recursivedet.inference.speed import inference_model
 
 from .checkpoint import Checkpointer, CheckpointError, load_weights
 from .hooks import EvalHook, GradClipHook, IterationSeedHook, NonFiniteCheck
@@ -203,12 +203,12 @@ def do_test(cfg, model) -> dict:
 
 
 def evaluate(cfg) -> dict:
-    """Evaluate the weights in ``train.init_checkpoint`` (``--eval-only``), with test-time augmentation when
-    ``dataloader.tta.enabled``."""
+    """Evaluate the weights in ``train.init_checkpoint`` (``--eval-only``), with the inference switches
+    (``train.inference``) and test-time augmentation (``dataloader.tta``) of the config."""
     check_config(cfg, eval_only=True)
     model = build_model(cfg)
     load_weights(model, cfg.train.init_checkpoint, strict=True)
-    return do_test(cfg, with_tta(cfg, model))
+    return do_test(cfg, inference_model(cfg, model))
 
 
 def do_train(cfg, resume: bool = False):
