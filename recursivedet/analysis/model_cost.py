@@ -23,7 +23,7 @@ from detectron2.utils.analysis import FlopCountAnalysis
 
 from recursivedet.model_zoo import get_config_file
 
-from .paper_rows import ABLATION_ROWS, ADAMIXER_ROWS, DIFFUSIONDET_ROWS, MAIN_ROWS
+from .paper_rows import ABLATION_ROWS, ADAMIXER_ROWS, DIFFUSIONDET_ROWS, MAIN_ROWS, SWIN_ROWS
 
 # Decoder-stage parameter name prefixes of each paper Table 1 category; anything else is "Others".
 # AdaMixer's stage (projects/AdaMixer): self_attn.attn (MSA), adaptive_mixing (Dyn, Out), PE in self_attn and mixing_pe.
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         targets = [(None, path) for path in args.configs]
     else:
         targets = []
-        for row in ABLATION_ROWS + MAIN_ROWS + DIFFUSIONDET_ROWS + ADAMIXER_ROWS:
+        for row in ABLATION_ROWS + MAIN_ROWS + SWIN_ROWS + DIFFUSIONDET_ROWS + ADAMIXER_ROWS:
             targets.append((row, row.config))
     rows = []
     cache = {}
