@@ -8,6 +8,9 @@ train = dict(
     # torchvision's ImageNet ResNet-50 (RGB input), as Sparse R-CNN and RecursiveDet
     init_checkpoint="detectron2://ImageNetPretrained/torchvision/R-50.pkl",
     max_iter=270000,
+    # None: optimizer.lr as given. A total batch size B0: optimizer.lr is the lr at B0 images per iteration and is
+    # scaled linearly to dataloader.train.total_batch_size (recursivedet/engine/finetune.py).
+    reference_batch_size=None,
     amp=dict(enabled=False),  # mixed precision (CUDA only)
     # evaluation and export (recursivedet/inference/speed.py): bfloat16 autocast, torch.compile of backbone and decoder
     inference=dict(bf16=False, compile=False),

@@ -22,6 +22,9 @@ from detectron2.utils.file_io import PathManager
 from fvcore.common.checkpoint import PeriodicCheckpointer
 
 from recursivedet.errors import UserError
+from recursivedet.modeling.backbone.timm_backbone import backbone_checkpoint
+
+from .finetune import skipped_tensors_message
 
 __all__ = ["CheckpointError", "Checkpointer", "atomic_write", "load_checkpoint", "load_weights"]
 
@@ -385,6 +388,12 @@ class Checkpointer(DetectionCheckpointer):
                 f"checkpoint {self._loading} holds model entries that are no tensors: {_some(not_weights)}"
             )
         official = any(k.startswith("head.") for k in state)
+        if not self.strict and (backbone := backbone_checkpoint(self.model, state)) is not None:
+            checkpoint["model"], dropped, where = backbone
+            self.logger.info(
+                f"{self._loading} holds the ImageNet weights of the model's timm backbone: loaded into {where} "
+                f"({len(checkpoint['model'])} tensors; left out {len(dropped)}: {_some(dropped, 6)})"
+            )
         incompatible = super()._load_model(checkpoint)
         num_model_keys = len(self.model.state_dict())
         problems = []
@@ -404,6 +413,13 @@ class Checkpointer(DetectionCheckpointer):
                 + hint
             )
         return incompatible
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        """fvcore's report, with the tensors of another shape (e.g. class layers when fine-tuning to another
+        class count, see :mod:`recursivedet.engine.finetune`) in one line instead of one warning each."""
+        if incompatible.incorrect_shapes:
+            self.logger.warning(skipped_tensors_message(self._loading, incompatible.incorrect_shapes))
+        super()._log_incompatible_keys(incompatible._replace(incorrect_shapes=[]))
 
 
 def _without_query(path: str) -> str:

@@ -23,6 +23,7 @@ from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, UserError
 from recursivedet.inference.speed import inference_model
 
 from .checkpoint import Checkpointer, CheckpointError, load_weights
+from .finetune import scale_lr_to_batch_size
 from .hooks import EvalHook, GradClipHook, IterationSeedHook, NonFiniteCheck
 from .loader import TrainLoader, dataset_categories, require_registered
 
@@ -223,6 +224,7 @@ def do_train(cfg, resume: bool = False):
     model = build_model(cfg)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
+    scale_lr_to_batch_size(cfg)  # train.reference_batch_size
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
 
