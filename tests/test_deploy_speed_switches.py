@@ -75,6 +75,7 @@ def test_switches_from_the_config(model):
 def test_compiled_model_gives_the_same_detections(model):
     expected = _detections(model)
     got = _detections(with_speed(model, compile=True))
-    torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-5)
-    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-3)
+    # inductor fuses and reorders float32 operations (and takes F.linear, not the direct oneDNN call): rounding
+    torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-4)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-2)
     assert torch.equal(got[2], expected[2])
