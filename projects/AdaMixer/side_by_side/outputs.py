@@ -30,9 +30,12 @@ def run_project_model(model, images: list[torch.Tensor]) -> list[dict]:
     with torch.no_grad():
         for image in images:
             h, w = image.shape[-2:]
-            inputs = [{"image": image, "height": h, "width": w}]
-            stages, _ = model.run_decoder(model.preprocess_image(inputs))
-            inst = model(inputs)[0]["instances"]
+            images = model.preprocess_image([{"image": image, "height": h, "width": w}])
+            stages, _ = model.run_decoder(images)
+            # The model's top-k with boxes clipped to the image, as its forward gives them but without
+            # detectron2's removal of boxes left empty by the clipping: the official code keeps those.
+            inst = model.inference(*stages[-1], images.image_sizes)[0]
+            inst.pred_boxes.clip(inst.image_size)
             results.append(
                 {
                     "stage_logits": torch.stack([logits[0] for logits, _ in stages]),
