@@ -29,6 +29,11 @@ PAPER_SWITCHES = [
     ("box PE in the dynamic conv", "bb-PE (Eq. 4-5, Fig. 2c, Table 6)", "model.decoder.stage.box_pe_dynamic_conv=True"),
     ("centerness PE", "cb-PE (Eq. 6, Table 5, Table 6)", "model.decoder.stage.centerness=static|learnable|adjust|none"),
     ("number of stages", "T (Sec. 3.2, Fig. 4)", "model.decoder.num_stages=6"),
+    (
+        "number of stages at inference",
+        "T at test time (Fig. 4; more than trained with shared stages)",
+        "model.decoder.inference_stages=8",
+    ),
     ("number of proposals", "N (Sec. 3.1; 100 ablations, 300 Table 2)", "model.num_proposals=300"),
     ("deep supervision", "losses on every stage (Sec. 3.2)", "model.deep_supervision=True"),
     (

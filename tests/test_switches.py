@@ -107,6 +107,12 @@ def check_rego_stages(model, value):
     assert {f"loss_giou_rego{k}" for k in range(value)} <= loss_keys(model)
 
 
+def check_inference_stages(model, value):
+    images = model.preprocess_image([IMAGE])
+    assert len(model.eval().run_decoder(images)) == value
+    assert len(model.train().run_decoder(images)) == model.decoder.num_stages  # training runs the trained stages
+
+
 def check_rego_at_inference(model, value):
     assert count_calls(model, [model.rego]) == (1 if value else 0)
     assert count_calls(model, [model.rego], train=True) == 1  # always trained
@@ -125,6 +131,7 @@ EFFECTS = {
     ),
     "model.decoder.stage.centerness": check_centerness,
     "model.decoder.num_stages": lambda m, v: len(m.run_detector(m.preprocess_image([IMAGE]))[0]) == v,
+    "model.decoder.inference_stages": check_inference_stages,
     "model.num_proposals": lambda m, v: m.init_proposal_boxes.weight.shape[0] == v,
     "model.deep_supervision": check_deep_supervision,
     "model.decoder.stage.box_refinement": lambda m, v: all(s.box_refinement == v for s in m.decoder.stages),

@@ -58,6 +58,8 @@ model = L(RecursiveDet)(
         # Same numbers, computed faster (False: the official code's way): see README "Performance".
         analytic_roi_pe=True,
         gather_roi_align=True,
+        # Stages run at inference (paper Fig. 4); None: num_stages. More than trained needs shared stages.
+        inference_stages=None,
     ),
     # The official Sparse R-CNN code takes the L1 loss and cost on normalised (x1, y1, x2, y2).
     # The matching cost equals the loss (paper Sec. 3.1): the matcher takes the criterion's weights.

@@ -44,6 +44,9 @@ class RecursiveDecoder(nn.Module):
             (:mod:`~recursivedet.modeling.roi_align`: same numbers, much faster); False runs the pooler itself
             (torchvision's roi_align), as the official code does. Ignored when the pooler has no fixed
             sampling grid.
+        inference_stages: stages run at inference (paper Fig. 4); None = ``num_stages``. Fewer stages suit any
+            decoder; more than were trained only a shared one (RecSt, RecSt-dagger), whose shared stage module
+            simply runs again. Training always runs ``num_stages``.
     """
 
     def __init__(
@@ -59,9 +62,11 @@ class RecursiveDecoder(nn.Module):
         prior_prob: float = 0.01,
         analytic_roi_pe: bool = True,
         gather_roi_align: bool = True,
+        inference_stages: int | None = None,
     ):
         super().__init__()
         self.schedule = StageSchedule(num_stages, stage_sharing, dynamic_passes, first_stage_dynamic_passes)
+        self.inference_stages = self.schedule.check_stage_count(inference_stages, "model.decoder.inference_stages")
         if box_delta_init not in ("xavier", "zero"):
             raise ConfigValueError(f"box_delta_init must be 'xavier' or 'zero', got {box_delta_init!r}")
         self.pooler = pooler
@@ -137,7 +142,8 @@ class RecursiveDecoder(nn.Module):
             whwh: (B, 4) image sizes (w, h, w, h) in pixels.
             pe_extents: per level, (B, 2) height and width in cells over which each image's PE is
                 normalised (needed when a stage uses the dynamic-conv box PE).
-            num_stages: run only the first stages (e.g. to study depth at inference, paper Fig. 4).
+            num_stages: stages to run; None = ``num_stages`` in training and ``inference_stages`` in eval mode.
+                More than were trained needs a shared decoder (see ``inference_stages``).
             return_features: also return the last stage's object features q^T (B, N, c) (REGO's H_dec(0)).
             condition: (B, condition_dim) per-image conditioning handed to every stage (DiffusionDet's time
                 embedding; see :class:`DecoderStage`); a shared stage applies its own modulation at each use.
@@ -147,7 +153,11 @@ class RecursiveDecoder(nn.Module):
         """
         image_pos = None  # dense positional maps, built once on first use when not analytic
         outputs = []
-        for t in range(num_stages or self.num_stages):
+        if num_stages is None:
+            num_stages = self.num_stages if self.training else self.inference_stages
+        else:
+            self.schedule.check_stage_count(num_stages, "num_stages")
+        for t in range(num_stages):
             stage = self.stage_module(t)
             pixel_boxes = cxcywh_to_xyxy(boxes) * whwh[:, None, :]
             roi = self.pool(features, pixel_boxes)

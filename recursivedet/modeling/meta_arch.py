@@ -149,6 +149,19 @@ class RecursiveDet(ImageDetector):
         # REGO Sec. 4.1: its first stage starts from the decoder's last boxes O_box(0) and states H_dec(0).
         return outputs, self.rego(features, self.decoder.pool, outputs[-1][1], states, whwh)
 
+    def stage_outputs(self, images: ImageList, num_stages: int | None = None) -> dict[str, tuple]:
+        """Every stage's predictions, for per-stage analysis (paper Fig. 4, REGO Fig. 4 and Appendix Table 4).
+
+        Returns:
+            ``{"stage t": (logits (B, N, K), boxes (B, N, 4) normalised cxcywh)}`` for t = 1..num_stages (None:
+            the decoder's ``inference_stages``), then ``{"rego k": ...}`` for REGO's stages, run on the last of
+            them, when the model has REGO (whatever ``rego.at_inference`` says).
+        """
+        outputs, rego_outputs = self.run_detector(images, num_stages, with_rego=self.rego is not None)
+        named = {f"stage {t + 1}": output for t, output in enumerate(outputs)}
+        named.update({f"rego {k + 1}": layers[-1] for k, layers in enumerate(rego_outputs)})
+        return named
+
     def decoder_inputs(self, images: ImageList, feature_maps: dict[str, torch.Tensor]):
         """The decoder's positional arguments: FPN maps in pooler order (in the decoder's
         ``feature_memory_format``), initial boxes (B, N, 4) and proposal features (B, N, c), image sizes whwh

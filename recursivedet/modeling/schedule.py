@@ -45,6 +45,21 @@ class StageSchedule:
         self.dynamic_passes = dynamic_passes
         self.first_stage_dynamic_passes = first_stage_dynamic_passes
 
+    def check_stage_count(self, count: int | None, key: str) -> int:
+        """``count`` stages to run (None: ``num_stages``), checked: at least 1, and more than ``num_stages`` only
+        when the stages share a module that can run again (paper Fig. 4). ``key`` names the setting in errors."""
+        if count is None:
+            return self.num_stages
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ConfigValueError(f"{key} must be a positive integer, got {count!r}")
+        if count > self.num_stages and self.stage_sharing == "none":
+            raise ConfigValueError(
+                f"{key}={count} exceeds the {self.num_stages} trained stages, but stage_sharing='none' has no "
+                f"module for stage {self.num_stages + 1}: more stages than trained need a shared decoder "
+                "(stage_sharing='all' or 'all_but_first')"
+            )
+        return count
+
     @property
     def num_modules(self) -> int:
         """How many stage modules (parameter sets) the decoder builds."""

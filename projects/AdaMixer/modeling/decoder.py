@@ -20,6 +20,8 @@ class AdaMixerDecoder(nn.Module):
         dynamic_passes: adaptive-mixing passes per stage (2 = RecDy).
         first_stage_dynamic_passes: passes of stage 1; None = ``dynamic_passes``.
         prior_prob: focal-loss prior of the class bias (0.01).
+        inference_stages: stages run at inference (RecursiveDet Fig. 4); None = ``num_stages``; more than were
+            trained only with shared stages (see the library's ``RecursiveDecoder``).
     """
 
     def __init__(
@@ -31,9 +33,11 @@ class AdaMixerDecoder(nn.Module):
         dynamic_passes: int = 1,
         first_stage_dynamic_passes: int | None = None,
         prior_prob: float = 0.01,
+        inference_stages: int | None = None,
     ):
         super().__init__()
         self.schedule = StageSchedule(num_stages, stage_sharing, dynamic_passes, first_stage_dynamic_passes)
+        self.inference_stages = self.schedule.check_stage_count(inference_stages, "model.decoder.inference_stages")
         self.num_stages = num_stages
         self.stages = nn.ModuleList(AdaMixerStage(**stage) for _ in range(self.schedule.num_modules))
         for s in self.stages:
@@ -56,13 +60,17 @@ class AdaMixerDecoder(nn.Module):
             features: per level (B, c, H_l, W_l) neck maps; strides: their strides.
             query: (B, N, c) initial query contents; xyzr: (B, N, 4) initial positions (x, y, z, r).
             image_whwh: (B, 4) image sizes (w, h, w, h) in pixels.
-            num_stages: run only the first stages.
+            num_stages: stages to run; None = ``num_stages`` in training, ``inference_stages`` in eval mode.
         Returns:
             list over stages of (class logits (B, N, K), positions (B, N, 4)); positions are detached between
             stages (official code), not in the returned predictions.
         """
         outputs = []
-        for t in range(num_stages or self.num_stages):
+        if num_stages is None:
+            num_stages = self.num_stages if self.training else self.inference_stages
+        else:
+            self.schedule.check_stage_count(num_stages, "num_stages")
+        for t in range(num_stages):
             stage = self.stage_module(t)
             logits, new_xyzr, query = stage(features, strides, query, xyzr, image_whwh, self.schedule.passes(t))
             outputs.append((logits, new_xyzr))

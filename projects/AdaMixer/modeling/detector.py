@@ -121,6 +121,12 @@ class AdaMixer(nn.Module):
         outputs = self.run_head(images, self.run_backbone(images), num_stages)
         return [(logits, xyxy_to_cxcywh(xyzr_to_xyxy(b) / whwh[:, None, :])) for logits, b in outputs], whwh
 
+    def stage_outputs(self, images: ImageList, num_stages: int | None = None) -> dict[str, tuple]:
+        """``{"stage t": (logits (B, N, K), boxes (B, N, 4) normalised cxcywh)}`` for t = 1..num_stages (None: the
+        decoder's ``inference_stages``), as the library's ``RecursiveDet.stage_outputs`` (per-stage analysis)."""
+        outputs, _ = self.run_decoder(images, num_stages)
+        return {f"stage {t + 1}": output for t, output in enumerate(outputs)}
+
     def forward(self, batched_inputs: list[dict]):
         """detectron2 convention: training returns a loss dict, inference ``[{"instances": ...}]``."""
         images = self.preprocess_image(batched_inputs)

@@ -46,6 +46,7 @@ model = L(AdaMixer)(
         dynamic_passes=1,
         first_stage_dynamic_passes=None,
         prior_prob=0.01,
+        inference_stages=None,  # stages at inference (RecursiveDet Fig. 4); None: num_stages
     ),
     # The official matcher and losses: focal 2, L1 5 on normalised (x1, y1, x2, y2), GIoU 2; cost = loss.
     criterion=L(SetCriterion)(
