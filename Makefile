@@ -2,13 +2,17 @@
 # when nothing changed).
 PY ?= $(or $(RECURSIVEDET_PYTHON),$(or $(RECURSIVEDET_VENV),.venv)/bin/python)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint study
 
 setup:
 	bash scripts/setup.sh
 
 demo: setup
 	$(PY) -m recursivedet.demo
+
+# The evidence study of the README: the paper's ablation rows x 3 seeds at the demo's size, 2 runs at a time.
+study: setup
+	$(PY) -m recursivedet.study --jobs 2
 
 test: setup
 	$(PY) -m pytest -q

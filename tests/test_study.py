@@ -1,0 +1,282 @@
+"""The study command (``python -m recursivedet.study``): its paper rows equal the ablation configs, the per-stage
+evaluation against a brute-force reference and the model's own evaluation, the inference-time stage count, and
+a whole study run as the README gives it (at a tiny budget), resumed and refused when its settings change."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from recursivedet.engine import ConfigValueError, load_config
+from recursivedet.modeling.box_utils import cxcywh_to_xyxy
+from recursivedet.study import GROUPS, PAPER_ROWS, StudyRowError, correct_detection_ious, parse_row, select_rows
+from recursivedet.study.report import mean_spread, study_tables, tables_markdown
+
+# study row -> the ablation config stating the same row on the R50 model (configs/ablations, configs/rego)
+ABLATION_CONFIGS = {
+    "sparse_rcnn": "ablations/table4_sparse_rcnn.py",
+    "recst": "ablations/table4_recst.py",
+    "recst_recdy": "ablations/table4_recst_recdy.py",
+    "recst_dagger_recdy": "ablations/table4_recst_dagger_recdy.py",
+    "bbpe": "ablations/table6_bbpe.py",
+    "bbpe_cbpe": "ablations/table6_bbpe_cbpe.py",
+    "recursive_bbpe": "ablations/table6_recursive_bbpe.py",
+    "recursivedet": "ablations/table6_recursive_bbpe_cbpe.py",
+    "centerness_learnable": "ablations/table5_centerness_learnable.py",
+    "centerness_adjust": "ablations/table5_centerness_adjust.py",
+    "recursivedet_rego": "rego/table2_3_stages.py",
+}
+
+
+@pytest.mark.parametrize("row", sorted(ABLATION_CONFIGS))
+def test_paper_rows_state_the_ablation_configs(row):
+    """Each study row's overrides turn the full RecursiveDet into exactly the model of its ablation config."""
+    studied = load_config("recursivedet_R50_100pro_3x.py", list(PAPER_ROWS[row].overrides))
+    ablation = load_config(ABLATION_CONFIGS[row])
+    assert OmegaConf.to_container(studied.model) == OmegaConf.to_container(ablation.model)
+
+
+def test_every_table_row_is_a_paper_row_and_host_configs_load():
+    for names in GROUPS.values():
+        assert set(names) <= set(PAPER_ROWS)
+    for name in ("diffusiondet", "recursivedet_diffusiondet", "adamixer", "recursivedet_adamixer"):
+        load_config(PAPER_ROWS[name].config)
+
+
+def test_row_selection_and_user_rows():
+    rows, tables = select_rows(["table4", "table6"], [parse_row("deep: model.decoder.num_stages=6")])
+    names = [r.name for r in rows]
+    assert names[:4] == list(GROUPS["table4"]) and len(names) == len(set(names)) == 9
+    assert tables["own"] == ("deep",) and rows[-1].overrides == ("model.decoder.num_stages=6",)
+    assert parse_row("x: config=AdaMixer/adamixer_shapes_demo.py a=1").config == "AdaMixer/adamixer_shapes_demo.py"
+    with pytest.raises(StudyRowError, match="no group or row named 'tabel4'"):
+        select_rows(["tabel4"], [])
+    with pytest.raises(StudyRowError, match="expected 'NAME: key=value"):
+        parse_row("no colon")
+    with pytest.raises(StudyRowError, match="'oops' is not a key=value"):
+        parse_row("x: oops")
+    with pytest.raises(StudyRowError, match="already in the study"):
+        select_rows(["recst"], [parse_row("recst: a=1")])
+
+
+def _iou64(a, b):
+    """IoU of two XYXY boxes in float64 (reference)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _reference_ious(boxes, scores, classes, gt_boxes, gt_classes):
+    taken, out = set(), []
+    for d in sorted(range(len(boxes)), key=lambda i: -scores[i]):
+        best, best_g = 0.5, None
+        for g in range(len(gt_boxes)):
+            if g in taken or classes[d] != gt_classes[g]:
+                continue
+            iou = _iou64(boxes[d], gt_boxes[g])
+            if iou > best:
+                best, best_g = iou, g
+        if best_g is not None:
+            taken.add(best_g)
+            out.append(best)
+    return out
+
+
+def test_correct_detection_ious_against_brute_force():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        gt = cxcywh_to_xyxy(torch.rand(6, 4, generator=generator) * 0.5 + 0.25) * 100
+        gt_classes = torch.randint(0, 2, (6,), generator=generator)
+        # detections: jittered ground truths (some duplicated, some with the wrong class) and random boxes
+        pick = torch.randint(0, 6, (10,), generator=generator)
+        boxes = torch.cat([gt[pick] + torch.randn(10, 4, generator=generator) * 6, gt[:3] * 0.5])
+        classes = torch.cat([gt_classes[pick], torch.randint(0, 2, (3,), generator=generator)])
+        scores = torch.rand(13, generator=generator)
+        got = correct_detection_ious(boxes, scores, classes, gt, gt_classes)
+        want = _reference_ious(
+            boxes.double().tolist(), scores.tolist(), classes.tolist(), gt.double().tolist(), gt_classes.tolist()
+        )
+        assert got == pytest.approx(want, abs=1e-5)
+    # one ground truth, two detections on it: only the higher-scoring one is correct
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    got = correct_detection_ious(
+        torch.cat([box, box + 1]), torch.tensor([0.2, 0.9]), torch.tensor([0, 0]), box, torch.tensor([0])
+    )
+    assert got == pytest.approx([81 / 119])
+
+
+def _shared_decoder_model(sharing: str, **decoder):
+    cfg = load_config(
+        "recursivedet_shapes_demo.py",
+        [
+            f"model.decoder.stage_sharing={sharing}",
+            "model.decoder.num_stages=2",
+            "model.num_proposals=5",
+            "model.backbone.pretrained=False",
+            *[f"model.decoder.{k}={v}" for k, v in decoder.items()],
+        ],
+    )
+    from detectron2.config import instantiate
+
+    torch.manual_seed(0)
+    return instantiate(cfg.model).eval()
+
+
+def test_inference_stages_run_a_shared_decoder_deeper_than_trained():
+    model = _shared_decoder_model("all_but_first", inference_stages=4)
+    images = model.preprocess_image([{"image": torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8)}])
+    with torch.no_grad():
+        deep = model.stage_outputs(images)
+        model.decoder.inference_stages = 2
+        trained = model.stage_outputs(images)
+    assert list(deep) == ["stage 1", "stage 2", "stage 3", "stage 4"] and list(trained) == ["stage 1", "stage 2"]
+    for label in trained:  # the first stages do not depend on how many follow
+        torch.testing.assert_close(deep[label], trained[label])
+    assert not torch.equal(deep["stage 4"][0], deep["stage 2"][0])  # the shared stage ran again
+    model.train()  # training always runs the trained stages
+    assert len(model.run_decoder(images)) == 2
+
+
+def test_inference_stages_errors():
+    with pytest.raises(
+        ConfigValueError, match=r"inference_stages=3 exceeds the 2 trained stages.*stage_sharing='none'"
+    ):
+        _shared_decoder_model("none", inference_stages=3)
+    with pytest.raises(ConfigValueError, match="inference_stages must be a positive integer, got 0"):
+        _shared_decoder_model("all", inference_stages=0)
+    assert (
+        len(
+            _shared_decoder_model("none", inference_stages=1).stage_outputs(
+                _shared_decoder_model("none").preprocess_image([{"image": torch.zeros(3, 32, 32)}])
+            )
+        )
+        == 1
+    )
+
+
+def test_report_mean_and_spread():
+    assert mean_spread([10.0, 12.0, 14.0]) == (12.0, 2.0)
+    assert mean_spread([5.0]) == (5.0, 0.0) and all(math.isnan(v) for v in mean_spread([]))
+    results = {
+        "recst": [
+            {
+                "seed": s,
+                "params": 1000,
+                "metrics": {"AP": ap},
+                "curve": [[10, ap / 2], [20, ap]],
+                "stages": {},
+                "train_seconds": 60.0,
+                "trained_stages": 2,
+            }
+            for s, ap in enumerate([10.0, 12.0, 14.0])
+        ]
+    }
+    rows, tables = select_rows(["recst"], [])
+    data = study_tables(rows, tables, results)
+    assert data["tables"]["rows"][0]["AP"] == (12.0, 2.0) and data["curves"]["recst"][10] == (6.0, 1.0)
+    text = tables_markdown(data, {"iters": 20, "seeds": [0, 1, 2], "config": "c.py"})
+    assert "| recst (3) | RecSt (Table 4 row 2) | 42.4 | 0.00M | 12.0 ± 2.0 |" in text
+
+
+STUDY_OPTS = [
+    # a tiny, quick version of the demo-size study: 2 stages, 8 proposals, 2 images per batch, trained on the
+    # 100 validation images
+    "model.decoder.num_stages=2",
+    "model.num_proposals=8",
+    "model.detections_per_image=8",
+    "dataloader.train.dataset.names=shapes_val",
+    "dataloader.train.total_batch_size=2",
+]
+
+
+def _study(tmp_path, *args, check=True):
+    command = [sys.executable, "-m", "recursivedet.study", "--output", str(tmp_path / "study"), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.mark.slow
+def test_study_command_trains_reports_resumes_and_refuses_other_settings(tmp_path):
+    args = [
+        "--rows",
+        "recst",
+        "recursivedet_rego",
+        "--seeds",
+        "0",
+        "1",
+        "--iters",
+        "4",
+        "--eval-points",
+        "2",
+        "--max-stages",
+        "3",
+        *STUDY_OPTS,
+    ]
+    first = _study(tmp_path, *args)
+    assert "4 to run" in first.stdout and "[4/4]" in first.stdout
+    study = tmp_path / "study"
+    table = json.loads((study / "table.json").read_text())
+    for name in ("convergence", "depth", "rego", "iou"):
+        assert (study / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| recst (2) | RecSt (Table 4 row 2) |" in (study / "table.md").read_text()
+
+    for seed in (0, 1):
+        recst = json.loads((study / "runs" / "recst" / f"seed{seed}" / "result.json").read_text())
+        # the last stage of the per-stage evaluation is the model's own output: the same AP as its evaluation
+        assert recst["stages"]["stage 2"]["AP"] == pytest.approx(recst["metrics"]["AP"], abs=1e-9)
+        assert sorted(recst["stages"]) == ["stage 1", "stage 2", "stage 3"]  # shared: one stage deeper
+        assert [it for it, _ in recst["curve"]] == [2, 4]
+        rego = json.loads((study / "runs" / "recursivedet_rego" / f"seed{seed}" / "result.json").read_text())
+        assert sorted(rego["stages"]) == ["rego 1", "rego 2", "rego 3", "stage 1", "stage 2"]
+        assert rego["stages"]["rego 3"]["AP"] == pytest.approx(rego["metrics"]["AP"], abs=1e-9)
+    assert table["rego"]["recursivedet_rego"]["without_rego"][0] == pytest.approx(
+        sum(
+            json.loads((study / "runs" / "recursivedet_rego" / f"seed{s}" / "result.json").read_text())["stages"][
+                "stage 2"
+            ]["AP"]
+            for s in (0, 1)
+        )
+        / 2
+    )
+    assert sorted(table["depth"]["recst"]["AP"]) == ["1", "2", "3"]
+
+    # again: nothing to run; one result lost (an interrupted run): only that run, from its checkpoint
+    assert "0 to run" in _study(tmp_path, *args).stdout
+    lost = study / "runs" / "recst" / "seed1" / "result.json"
+    before = json.loads(lost.read_text())
+    lost.unlink()
+    again = _study(tmp_path, *args)
+    assert "1 to run" in again.stdout
+    after = json.loads(lost.read_text())
+    assert after["metrics"] == before["metrics"] and after["curve"] == before["curve"]
+
+    # other settings in the same folder are refused; a typo in a row's override is caught before training
+    changed = _study(tmp_path, *[a if a != "4" else "6" for a in args], check=False)
+    assert changed.returncode == 2 and "holds a study with iters=4, not 6" in changed.stderr
+    typo = _study(
+        tmp_path,
+        "--rows",
+        "recst",
+        "--row",
+        "bad: model.decoder.num_stagse=3",
+        "--iters",
+        "4",
+        "--eval-points",
+        "2",
+        "--max-stages",
+        "3",
+        "--seeds",
+        "0",
+        "1",
+        *STUDY_OPTS,
+        check=False,
+    )
+    assert typo.returncode == 2 and "row 'bad'" in typo.stderr and "num_stages" in typo.stderr
