@@ -35,10 +35,9 @@ image side and the first training-step losses within ``--loss-tol``, 1 otherwise
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-from recursivedet.analysis.worker_process import WorkerFailed
+from recursivedet.analysis.comparison_cli import add_comparison_arguments, comparison_options, run_comparison
 from recursivedet.errors import run_command
 
 from .official import official_worker
@@ -54,32 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--official-root", required=True, help="checkout of the official AdaMixer code")
     parser.add_argument("--proposals", type=int, default=300, help="queries (the Table 2 models: 300)")
-    parser.add_argument(
-        "--image-size",
-        nargs=2,
-        type=int,
-        action="append",
-        metavar=("H", "W"),
-        help="an image size; repeat for several (default 800 1216)",
-    )
-    parser.add_argument("--num-images", type=int, default=2, help="further sizes are derived from the last one")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--timing-runs", type=int, default=5, help="0 skips the timing")
-    parser.add_argument("--score-tol", type=float, default=1e-4)
-    parser.add_argument("--box-tol", type=float, default=1e-4, help="relative to the longer image side")
-    parser.add_argument(
-        "--train-runs", type=int, default=3, help="timed training steps per side (after two warm-ups); 0 skips"
-    )
-    parser.add_argument("--train-batch", type=int, default=2, help="images per training step")
-    parser.add_argument("--train-size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"))
-    parser.add_argument(
-        "--loss-tol", type=float, default=1e-4, help="relative difference allowed between the first-step losses"
-    )
-    parser.add_argument("--json", help="write the report here")
-    # A worker process of the comparison: its scratch directory, and for training its side.
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--train-worker", choices=("ours", "official"), help=argparse.SUPPRESS)
+    add_comparison_arguments(parser)
     return parser
 
 
@@ -93,29 +67,12 @@ def main(argv=None) -> int:
         if args.train_worker:
             return training_worker(settings, Path(args.worker), args.train_worker)
         return official_worker(settings, Path(args.worker))
-    try:
-        report = compare(
-            official_root=args.official_root,
-            proposals=args.proposals,
-            image_sizes=args.image_size or [(800, 1216)],
-            num_images=args.num_images,
-            seed=args.seed,
-            threads=args.threads,
-            timing_runs=args.timing_runs,
-            score_tol=args.score_tol,
-            box_tol=args.box_tol,
-            train_runs=args.train_runs,
-            train_batch=args.train_batch,
-            train_size=tuple(args.train_size),
-            loss_tol=args.loss_tol,
-        )
-    except WorkerFailed as e:
-        sys.stderr.write(e.log)
-        return e.status
-    print_report(report)
-    if args.json:
-        write_report(report, args.json)
-    return 0 if report["agree"] else 1
+    return run_comparison(
+        lambda: compare(official_root=args.official_root, proposals=args.proposals, **comparison_options(args)),
+        print_report,
+        write_report,
+        args.json,
+    )
 
 
 if __name__ == "__main__":
