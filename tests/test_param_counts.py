@@ -100,3 +100,15 @@ def test_breakdown_covers_every_parameter():
     counts = stage_breakdown(stage)
     assert counts["Total"] == sum(p.numel() for p in stage.parameters())
     assert counts["PE"] == OFFICIAL_STAGE_PARAMETERS["recursivedet_pe"] + 256 * 2 + 2  # + adjust's offset Linear
+
+
+def test_cost_table_of_named_configs_shows_their_paper_rows(capsys):
+    """A paper row's config given by name (or path) prints with that row's label and figures; another config
+    prints with its name."""
+    from recursivedet.analysis.model_cost import main
+
+    assert main(["ablations/table4_recst.py", "configs/recursivedet_shapes_demo.py", "--no-flops"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    recst, demo = lines[3], lines[4]
+    assert recst.startswith("Table 4") and "RecSt" in recst and " 40 " in recst
+    assert "recursivedet_shapes_demo.py" in demo and not demo.startswith("Table")

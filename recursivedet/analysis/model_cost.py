@@ -145,12 +145,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
+    paper_rows = ABLATION_ROWS + MAIN_ROWS + SWIN_ROWS + DIFFUSIONDET_ROWS + ADAMIXER_ROWS
     if args.configs:
-        targets = [(None, path) for path in args.configs]
+        # a config given by name or path that is a paper row's config is shown with that row's figures
+        by_file = {get_config_file(row.config): row for row in reversed(paper_rows)}
+        targets = [(by_file.get(get_config_file(path)), path) for path in args.configs]
     else:
-        targets = []
-        for row in ABLATION_ROWS + MAIN_ROWS + SWIN_ROWS + DIFFUSIONDET_ROWS + ADAMIXER_ROWS:
-            targets.append((row, row.config))
+        targets = [(row, row.config) for row in paper_rows]
     rows = []
     cache = {}
     for paper, path in targets:
