@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from recursivedet.analysis import benchmark
 from recursivedet.errors import run_command
 from recursivedet.projects.AdaMixer.side_by_side import OfficialCheckoutError, compare
 from recursivedet.projects.AdaMixer.side_by_side.__main__ import main as side_by_side_main
@@ -21,9 +22,17 @@ def test_compare_refuses_a_path_that_is_not_an_official_checkout(tmp_path):
         compare(official_root=str(tmp_path))
 
 
-def test_command_refuses_a_path_that_is_not_an_official_checkout(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "argv",
+    [
+        lambda root: side_by_side_main(["--official-root", root]),
+        lambda root: benchmark.main(["--official-root", root, "--arch", "adamixer"]),
+    ],
+    ids=["side_by_side", "benchmark"],
+)
+def test_commands_refuse_a_path_that_is_not_an_official_checkout(argv, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_command(lambda: side_by_side_main(["--official-root", str(tmp_path)]))
+        run_command(lambda: argv(str(tmp_path)))
     assert exit_info.value.code == 2
     assert f"error: {tmp_path} is not a checkout of the official AdaMixer code" in capsys.readouterr().err
 

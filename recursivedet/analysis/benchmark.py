@@ -5,6 +5,7 @@
     python -m recursivedet.analysis.benchmark --config-file CONFIG --device cuda --json bench.json [key=value ...]
     python -m recursivedet.analysis.benchmark --official-root PATH --arch recursivedet --threads 2 --json sbs.json
     python -m recursivedet.analysis.benchmark --official-root PATH --arch diffusiondet --threads 2
+    PYTHONPATH=PURE_PYTHON_MMCV python -m recursivedet.analysis.benchmark --official-root PATH --arch adamixer
 
 Prints a table and optionally writes JSON: parameters, GFLOPs (fvcore multiply-adds), the median latency
 (after warm-up runs) of the whole model, the backbone and the decoder head on one image, one training step
@@ -14,11 +15,11 @@ same run (through torch.mm and, on the CPU, oneDNN). ``--proposals`` and ``--siz
 latency. On CUDA every timing is synchronised. Compare figures only within
 one run: absolute times vary between machines and with other load.
 
-With ``--official-root`` (a checkout of the official RecursiveDet, Sparse R-CNN or DiffusionDet code) it runs the
-side-by-side comparison of :mod:`recursivedet.projects.SparseRCNN.side_by_side` (or
-:mod:`recursivedet.projects.DiffusionDet.side_by_side`) instead: both models from the same
-converted weights, their outputs checked to agree, inference and training-step times interleaved in the
-same run, peak training memory, and the ratios (this project / official).
+With ``--official-root`` (a checkout of the official RecursiveDet, Sparse R-CNN, DiffusionDet or AdaMixer code) it
+runs the side-by-side comparison of :mod:`recursivedet.projects.SparseRCNN.side_by_side` (or the DiffusionDet or
+AdaMixer project's ``side_by_side``; AdaMixer's needs a pure-Python mmcv 1.3, see its README) instead: both
+models from the same converted weights, their outputs checked to agree, inference and training-step times
+interleaved in the same run, peak training memory, and the ratios (this project / official).
 """
 
 import argparse
@@ -138,6 +139,10 @@ def _compare_with_official(args) -> dict:
         from recursivedet.projects.DiffusionDet import side_by_side
 
         options = {"proposals": 500, "steps": (1, 4)}
+    elif args.arch == "adamixer":
+        from recursivedet.projects.AdaMixer import side_by_side
+
+        options = {"proposals": 300}
     else:
         from recursivedet.projects.SparseRCNN import side_by_side
 
@@ -190,10 +195,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--official-root", metavar="PATH", help="compare with this official checkout instead")
     parser.add_argument(
         "--arch",
-        choices=("recursivedet", "sparse_rcnn", "diffusiondet"),
+        choices=("recursivedet", "sparse_rcnn", "diffusiondet", "adamixer"),
         default="recursivedet",
         help="with --official-root: the official code it is a checkout of (diffusiondet: 500 proposals, 1 and 4 "
-        "DDIM steps)",
+        "DDIM steps; adamixer: 300 queries)",
     )
     parser.add_argument("--image-size", type=_size, default=(800, 1216), metavar="HxW")
     parser.add_argument("--repeats", type=int, default=5)
