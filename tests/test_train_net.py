@@ -8,7 +8,7 @@ import torch
 from training_setup import TINY_CONFIG, loss_history, run_main, train_net
 
 
-def test_training_then_evaluation_write_checkpoints_metrics_and_coco_results(tiny_run):
+def test_training_then_evaluation_write_checkpoints_metrics_and_coco_results(tiny_run, monkeypatch):
     trainer = run_main(TINY_CONFIG)
     out = tiny_run / "output"
     losses = loss_history(trainer)
@@ -32,6 +32,26 @@ def test_training_then_evaluation_write_checkpoints_metrics_and_coco_results(tin
 
     results = run_main(TINY_CONFIG, "train.init_checkpoint=" + str(out / "model_final.pth"), eval_only=True)
     assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}
+
+    # README (paper Fig. 4): the shared decoder evaluated with more stages than its 3 trained ones
+    from recursivedet.modeling import RecursiveDecoder
+
+    stages_run = []
+    forward = RecursiveDecoder.forward
+
+    def counting_forward(*args, **kwargs):
+        outputs = forward(*args, **kwargs)
+        stages_run.append(len(outputs))
+        return outputs
+
+    monkeypatch.setattr(RecursiveDecoder, "forward", counting_forward)
+    deeper = run_main(
+        TINY_CONFIG,
+        "train.init_checkpoint=" + str(out / "model_final.pth"),
+        "model.decoder.inference_stages=5",
+        eval_only=True,
+    )
+    assert set(deeper["bbox"]) >= {"AP", "AP50", "AP75"} and set(stages_run) == {5}
 
 
 def test_gradient_clipping_and_param_groups(tiny_run, monkeypatch):
