@@ -19,6 +19,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
 
 from recursivedet.engine import ConfigOverrideError, do_train, load_config
+from recursivedet.engine.cli import int_at_least
 from recursivedet.errors import run_command
 from recursivedet.export import main as export_main
 from recursivedet.export import parse_score
@@ -27,22 +28,11 @@ from recursivedet.model_zoo import get_config_file
 DEMO_CONFIG = get_config_file("recursivedet_shapes_demo.py")
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type of ``--num-drawings``: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
 def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recursivedet.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="output/shapes_demo", help="output folder (output/shapes_demo)")
     parser.add_argument(
-        "--num-drawings", type=non_negative_int, default=6, help="validation images to draw, 0 for none (6)"
+        "--num-drawings", type=int_at_least(0), default=6, help="validation images to draw, 0 for none (6)"
     )
     # Sigmoid focal scores of correct detections of this small model sit around 0.3-0.5.
     parser.add_argument("--vis-threshold", type=parse_score, default=0.3, help="draw detections from this score (0.3)")

@@ -280,3 +280,22 @@ def test_study_command_trains_reports_resumes_and_refuses_other_settings(tmp_pat
         check=False,
     )
     assert typo.returncode == 2 and "row 'bad'" in typo.stderr and "num_stages" in typo.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--iters", "0"], "argument --iters: expected an integer >= 1, got 0"),
+        (["--jobs", "two"], "argument --jobs: expected an integer >= 1, got 'two'"),
+        (["--score-threshold", "1.5"], "argument --score-threshold: expected a score in [0, 1]"),
+        (["--seeds", "0", "0"], "--seeds [0, 0] repeats a seed"),
+        (["--rows", "tabel4"], "no group or row named 'tabel4'"),
+    ],
+)
+def test_study_command_refuses_bad_arguments(argv, message, tmp_path, capsys):
+    from recursivedet.study.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--output", str(tmp_path / "study")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "study").exists()  # refused before anything was written

@@ -2,6 +2,7 @@
 checked (unknown key or wrong type -> an error naming the key and the closest existing keys), and a launcher
 that reports a user error raised in any of several worker processes once, in one line."""
 
+import argparse
 import difflib
 import functools
 import inspect
@@ -20,6 +21,22 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from recursivedet.errors import TRACEBACK_ENV, USER_ERROR_EXIT, ConfigFileError, UserError
 from recursivedet.model_zoo import get_config_file
 from recursivedet.switches import switches_help
+
+
+def int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (e.g. ``int_at_least(0)`` for a count that may be 0)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
 
 # ---- --help epilog ---------------------------------------------------------------------------------------
 # Extra sections of ``train_net.py --help``: {title: text}. Extend it to document more switches; the paper

@@ -23,7 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from recursivedet.engine import ConfigOverrideError, load_config
+from recursivedet.engine.cli import int_at_least
 from recursivedet.errors import UserError, run_command
+from recursivedet.export import parse_score
 from recursivedet.model_zoo import get_config_file
 
 from .plots import draw_plots
@@ -39,16 +41,6 @@ class StudyError(UserError, RuntimeError):
     """An output folder holding another study's runs, or some other problem with the study as a whole."""
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m recursivedet.study",
@@ -60,16 +52,16 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--row", action="append", default=[], type=parse_row, help='"NAME: key=value ..."')
     parser.add_argument("--config-file", default=BASE_CONFIG, help=f"base config of the rows ({BASE_CONFIG})")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="train.seed of each run (0 1 2)")
-    parser.add_argument("--iters", type=positive_int, default=200, help="training iterations of every run (200)")
-    parser.add_argument("--eval-points", type=positive_int, default=4, help="evaluations per run for the curves (4)")
+    parser.add_argument("--iters", type=int_at_least(1), default=200, help="training iterations of every run (200)")
+    parser.add_argument("--eval-points", type=int_at_least(1), default=4, help="evaluations per run for the curves (4)")
     parser.add_argument(
-        "--max-stages", type=positive_int, default=8, help="deepest inference of shared decoders (8; Fig. 4)"
+        "--max-stages", type=int_at_least(1), default=8, help="deepest inference of shared decoders (8; Fig. 4)"
     )
     parser.add_argument(
-        "--score-threshold", type=float, default=0.3, help="score of the detections counted in the IoU histogram"
+        "--score-threshold", type=parse_score, default=0.3, help="score of the detections counted in the IoU histogram"
     )
     parser.add_argument("--output", default="output/study", help="study folder (output/study)")
-    parser.add_argument("--jobs", type=positive_int, default=1, help="runs at once, sharing the CPU cores (1)")
+    parser.add_argument("--jobs", type=int_at_least(1), default=1, help="runs at once, sharing the CPU cores (1)")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from completed runs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides of every run, key=value")
     return parser
