@@ -15,6 +15,7 @@ from recursivedet.model_zoo import get_config
 from recursivedet.modeling.schedule import StageSchedule
 from recursivedet.projects.AdaMixer.modeling import AdaMixerStage
 from recursivedet.projects.AdaMixer.modeling.boxes import refine_xyzr, xyxy_to_xyzr, xyzr_to_xyxy
+from recursivedet.projects.AdaMixer.modeling.mixing import AdaptiveMixing
 from recursivedet.projects.AdaMixer.modeling.mixing_position import MixingPositionEncoding
 from recursivedet.projects.AdaMixer.modeling.position_encoding import point_sine_embedding, xyzr_sine_embedding
 from recursivedet.projects.AdaMixer.modeling.sampling import AdaptiveSampling
@@ -189,6 +190,40 @@ def test_cost_table_splits_the_stage_into_table1_categories():
     counts = stage_breakdown(AdaMixerStage(box_pe_self_attention=True, box_pe_dynamic_conv=True))
     assert counts["MSA"] == 263_168 and counts["Dyn"] == 8_421_376 and counts["Out"] == 8_388_864
     assert counts["Head"] == 154_196 and counts["PE"] == 461_058 and counts["Others"] == 1_151_104 + 8
+
+
+def test_mixing_in_chunks_equals_the_equations_at_once():
+    """Mixing the queries in chunks (of even size, the last one shorter when they do not divide) gives the
+    numbers and gradients of mixing them all at once, and one query's output is AdaMixer's equations written
+    out per group (float64)."""
+    torch.manual_seed(0)
+    b, n, g, p_in, p_out, dim = 2, 7, 4, 6, 5, 16
+    sampled = torch.randn(b, n, g, p_in, dim // g, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(b, n, dim, dtype=torch.float64, requires_grad=True)
+    position = torch.randn(b, n, g, p_in, dtype=torch.float64, requires_grad=True)
+    mixing = AdaptiveMixing(dim, g, p_in, p_out, chunk_queries=None).double()
+    torch.nn.init.normal_(mixing.dynamic_layer.weight, std=0.3)
+    results = []
+    for chunk in (None, 4, 3, 1, 100):
+        mixing.chunk_queries = chunk
+        out = mixing(sampled, query, position)
+        results.append((out, torch.autograd.grad(out.square().sum(), [sampled, query, position, *mixing.parameters()])))
+    for out, grads in results[1:]:
+        assert torch.allclose(out, results[0][0], atol=1e-12)
+        for x, y in zip(grads, results[0][1], strict=True):
+            assert torch.allclose(x, y, atol=1e-12)
+    cg = dim // g
+    params = mixing.dynamic_layer(query[1, 3]).view(g, -1).detach()
+    mixed = []
+    for k in range(g):
+        channel, spatial = params[k, : cg * cg].view(cg, cg), params[k, cg * cg :].view(p_out, p_in)
+        x = sampled[1, 3, k].detach() @ channel + position[1, 3, k, :, None].detach()
+        x = F.relu(F.layer_norm(x, x.shape))
+        mixed.append(F.relu(F.layer_norm(spatial @ x, (p_out, cg))).flatten())
+    expected = mixing.out_layer(torch.cat(mixed))
+    assert torch.allclose(results[1][0][1, 3], expected, atol=1e-12)
+    with pytest.raises(ValueError, match="chunk_queries"):
+        AdaptiveMixing(dim, g, p_in, p_out, chunk_queries=0)
 
 
 def test_gathered_sampling_equals_grid_sample_values_and_gradients():

@@ -57,5 +57,5 @@ def gather_points(
         sampled = F.embedding_bag(
             rows.view(-1, 4), table, per_sample_weights=weights.reshape(-1, 4).to(table.dtype), mode="sum"
         )
-        out = sampled if out is None else out + sampled
+        out = sampled if out is None else out.add_(sampled)  # in place: no fresh 10 MB per level
     return out.view(b, n, g, p, -1)
