@@ -176,6 +176,7 @@ def test_recdy_reuses_the_stage_on_the_same_samples():
         ({"decoder.stage_sharing": "some"}, "stage_sharing must be one of"),
         ({"decoder.dynamic_passes": 0}, "passes must be at least 1"),
         ({"in_features": ["p2", "p9"]}, "not backbone outputs"),
+        ({"decoder.stage.mixing_chunk_queries": 0}, "mixing_chunk_queries must be None or at least 1"),
     ],
 )
 def test_settings_that_do_not_apply_are_config_errors(overrides, match):

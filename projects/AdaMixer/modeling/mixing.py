@@ -61,8 +61,6 @@ class AdaptiveMixing(nn.Module):
         if position is not None:
             rows += (position.reshape(b * n, g, p, 1),)
         num_chunks = -(-b * n // self.chunk_queries) if self.chunk_queries else 1
-        if num_chunks == 1:
-            return self._mix(*rows).view(b, n, -1)
         chunks = zip(*(r.chunk(num_chunks) for r in rows), strict=True)  # even sizes: 300 -> 3 x 100
         return torch.cat([self._mix(*chunk) for chunk in chunks]).view(b, n, -1)
 

@@ -40,6 +40,8 @@ class AdaMixerStage(nn.Module):
         centerness: only "none": cb-PE does not apply to this host (its sampling points leave the box).
         gather_sampling: sample by weighted row gathers (same numbers, faster); False: ``F.grid_sample`` per level
             as the official code (:class:`~.sampling.AdaptiveSampling`).
+        mixing_chunk_queries: most queries mixed at a time (same numbers, less memory traffic; None: all at once;
+            :class:`~.mixing.AdaptiveMixing`).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class AdaMixerStage(nn.Module):
         box_pe_dynamic_conv: bool = False,
         centerness: str = "none",
         gather_sampling: bool = True,
+        mixing_chunk_queries: int | None = 128,
     ):
         super().__init__()
         if centerness != "none":
@@ -68,10 +71,14 @@ class AdaMixerStage(nn.Module):
             )
         if dim % num_groups or dim % 4:
             raise ConfigValueError(f"model.decoder.stage.dim {dim} must divide by 4 and by num_groups {num_groups}")
+        if mixing_chunk_queries is not None and mixing_chunk_queries < 1:
+            raise ConfigValueError(
+                f"model.decoder.stage.mixing_chunk_queries must be None or at least 1, got {mixing_chunk_queries}"
+            )
         self.dim = dim
         self.self_attn = IoFSelfAttention(dim, num_heads, dropout, box_pe=box_pe_self_attention)
         self.sampling = AdaptiveSampling(dim, num_groups, in_points, gather=gather_sampling)
-        self.adaptive_mixing = AdaptiveMixing(dim, num_groups, in_points, out_points)
+        self.adaptive_mixing = AdaptiveMixing(dim, num_groups, in_points, out_points, mixing_chunk_queries)
         self.mixing_pe = MixingPositionEncoding(dim) if box_pe_dynamic_conv else None
         self.norm2 = nn.LayerNorm(dim)
         self.linear1 = Linear(dim, ffn_dim)
