@@ -227,6 +227,32 @@ def test_mixing_in_chunks_equals_the_equations_at_once():
         AdaptiveMixing(dim, g, p_in, p_out, chunk_queries=0)
 
 
+def test_inference_mixing_group_by_group_equals_the_mixing_with_gradients():
+    """Without gradients the mixing runs one group at a time (dynamic-layer rows and out-layer columns per group,
+    Out summed over the groups): the same numbers as the path that keeps gradients (float64), for every chunk
+    size, with and without the bb-PE position term."""
+    torch.manual_seed(0)
+    b, n, g, p_in, p_out, dim = 2, 7, 4, 6, 5, 16
+    sampled = torch.randn(b, n, g, p_in, dim // g, dtype=torch.float64)
+    query = torch.randn(b, n, dim, dtype=torch.float64)
+    position = torch.randn(b, n, g, p_in, dtype=torch.float64)
+    mixing = AdaptiveMixing(dim, g, p_in, p_out, chunk_queries=None).double()
+    torch.nn.init.normal_(mixing.dynamic_layer.weight, std=0.3)
+    torch.nn.init.normal_(mixing.out_layer.bias)
+    for pos in (position, None):
+        with_grad = mixing(sampled, query.requires_grad_(True), pos)
+        assert with_grad.grad_fn is not None
+        query.requires_grad_(False)
+        for chunk in (None, 1, 2, 100):
+            mixing.chunk_queries = chunk
+            with torch.no_grad():
+                assert torch.allclose(mixing(sampled, query, pos), with_grad, atol=1e-12)
+            mixing.requires_grad_(False)  # no tensor needs a gradient: the inference path, grad mode or not
+            assert torch.allclose(mixing(sampled, query, pos), with_grad, atol=1e-12)
+            mixing.requires_grad_(True)
+        mixing.chunk_queries = None
+
+
 def test_gathered_sampling_equals_grid_sample_values_and_gradients():
     """The row-gather sampling gives the official per-level grid_sample's numbers (float64), points outside the
     maps included, with the same gradients for the points and the maps."""

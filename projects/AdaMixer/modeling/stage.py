@@ -40,8 +40,8 @@ class AdaMixerStage(nn.Module):
         centerness: only "none": cb-PE does not apply to this host (its sampling points leave the box).
         gather_sampling: sample by weighted row gathers (same numbers, faster); False: ``F.grid_sample`` per level
             as the official code (:class:`~.sampling.AdaptiveSampling`).
-        mixing_chunk_queries: most queries mixed at a time (same numbers, less memory traffic; None: all at once;
-            :class:`~.mixing.AdaptiveMixing`).
+        mixing_chunk_queries: bounds the mixing's intermediates to what this many queries make at once (same
+            numbers, less memory traffic; None: no bound; :class:`~.mixing.AdaptiveMixing`).
     """
 
     def __init__(

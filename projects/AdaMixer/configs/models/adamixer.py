@@ -40,7 +40,7 @@ model = L(AdaMixer)(
             centerness="none",  # cb-PE does not apply to this host
             # Same numbers, computed faster (False: F.grid_sample per level, the official code's way).
             gather_sampling=True,
-            # Same numbers: queries mixed at most this many at a time (None: all at once).
+            # Same numbers: the mixing's intermediates bounded to what this many queries make (None: no bound).
             mixing_chunk_queries=128,
         ),
         num_stages=6,
