@@ -43,6 +43,7 @@ def test_unknown_key_names_it_and_suggests_the_closest(cfg, override, suggestion
         ("model.decoder.stage_sharing=3", "model.decoder.stage_sharing expects str"),
         ("lr_multiplier.steps=5", "lr_multiplier.steps expects list"),
         ("model.decoder.stage=7", "model.decoder.stage expects dict"),
+        ("train.max_iter=None", r"train.max_iter expects int .*got str 'None' \(None is written null\)"),
     ],
 )
 def test_wrong_type_names_the_key_and_both_types(cfg, override, expected):

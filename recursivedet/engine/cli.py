@@ -181,9 +181,11 @@ def check_overrides(cfg, overrides: list[str]) -> None:
             raise ConfigOverrideError(f"override {o.input_line!r}: the config has no key {key!r}{hint}")
         new = o.value()
         if not _compatible(old, new):
+            # the override grammar spells None as null; 'None' parses as a string
+            hint = " (None is written null)" if new in ("None", "none") else ""
             raise ConfigOverrideError(
                 f"override {o.input_line!r}: {key} expects {_type_name(old)} (currently {old!r}), "
-                f"got {_type_name(new)} {new!r}"
+                f"got {_type_name(new)} {new!r}{hint}"
             )
 
 
