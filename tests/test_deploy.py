@@ -12,7 +12,7 @@ from model_factory import one_thread, tiny_model
 from training_setup import TINY_CONFIG, run_main, tiny_run_at
 
 from recursivedet.deploy import command as deploy
-from recursivedet.deploy.check import compare, reference
+from recursivedet.deploy.check import Difference, compare, reference
 from recursivedet.deploy.formats import DeployFormatError, MissingRuntimeError, load, write
 from recursivedet.deploy.graph import DeployableDetector, stacked_roi_align
 from recursivedet.errors import run_command
@@ -142,6 +142,23 @@ def test_command_errors_are_one_line(trained, tmp_path, capsys, monkeypatch):
         load(tmp_path / "model.onnx")
     assert _status(*common[:-2], "--output", tmp_path / "nope.pth", "--format", "torchscript", "--weights", "x") == 2
     assert "error: --weights x does not exist" in capsys.readouterr().err
+
+
+def test_check_pairs_detections_whose_near_equal_scores_swapped_ranks():
+    """Two detections 1e-5 apart in score may come out in the other order from an exported model: the check pairs
+    them one to one (no class differs, the differences are those of the pairs); a changed class still counts."""
+    boxes = torch.tensor([[0.0, 0.0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 40]])
+    scores, classes = torch.tensor([0.9, 0.00495, 0.00494]), torch.tensor([0, 2, 1])
+    order = [0, 2, 1]  # the second and third swap ranks
+    exported = (boxes[order] + 0.01, scores[order] + torch.tensor([0.0, 2e-5, 0.0]), classes[order])
+    difference = Difference()
+    difference.add((boxes, scores, classes), exported)
+    assert (
+        difference.class_mismatches == 0 and difference.box == pytest.approx(0.01, abs=1e-5) and difference.score < 3e-5
+    )
+    changed = (boxes, scores, torch.tensor([0, 2, 0]))
+    difference.add((boxes, scores, classes), changed)
+    assert difference.class_mismatches == 1
 
 
 def test_onnx_of_rego_is_refused_in_one_line(tmp_path):

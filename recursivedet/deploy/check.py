@@ -2,7 +2,8 @@
 
 The reference is :class:`~recursivedet.modeling.RecursiveDet` itself (its own preprocessing, backbone,
 decoder with the fast eager paths, REGO and top-k), with boxes clipped to the image as detectron2 does. The
-exported model must give the same top-K detections: the same classes, and boxes and scores within the stated
+exported model must give the same top-K detections, paired one to one (two detections whose scores differ by
+less than the export's rounding may swap ranks): the same classes, and boxes and scores within the stated
 tolerances. Sizes other than the one the model was exported at are part of the check (the images are run at
 their own sizes, and each also at a second, distorted size).
 """
@@ -10,6 +11,7 @@ their own sizes, and each also at a second, distorted size).
 from dataclasses import dataclass, field
 
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 
 from .formats import Runner
@@ -49,10 +51,17 @@ class Difference:
         if got_boxes.shape != boxes.shape:
             raise AssertionError(f"exported model gave {len(got_boxes)} detections where PyTorch gives {len(boxes)}")
         self.detections += len(boxes)
-        self.class_mismatches += int((got_classes.long() != classes.long()).sum())
-        if len(boxes):
-            self.box = max(self.box, float((got_boxes.float() - boxes.float()).abs().max()))
-            self.score = max(self.score, float((got_scores.float() - scores.float()).abs().max()))
+        if not len(boxes):
+            return
+        # Pair the two top-K lists one to one rather than rank by rank: two detections whose scores differ by
+        # less than the export's rounding can swap ranks. Same class first, then the closest score and box.
+        same_class = got_classes.long()[:, None] == classes.long()[None, :]
+        score_diff = (got_scores.double()[:, None] - scores.double()[None, :]).abs()
+        box_diff = (got_boxes.double()[:, None] - boxes.double()[None, :]).abs().amax(-1)
+        rows, cols = linear_sum_assignment((score_diff + 1e-6 * box_diff + 1e6 * ~same_class).cpu().numpy())
+        self.class_mismatches += int((~same_class[rows, cols]).sum())
+        self.box = max(self.box, float(box_diff[rows, cols].max()))
+        self.score = max(self.score, float(score_diff[rows, cols].max()))
 
     def within(self, box_tolerance: float, score_tolerance: float) -> bool:
         return self.class_mismatches == 0 and self.box <= box_tolerance and self.score <= score_tolerance
