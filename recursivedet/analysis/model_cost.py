@@ -18,9 +18,10 @@ import sys
 from collections import OrderedDict
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.utils.analysis import FlopCountAnalysis
 
+from recursivedet.engine.cli import load_config
 from recursivedet.model_zoo import get_config_file
 
 from .paper_rows import ABLATION_ROWS, ADAMIXER_ROWS, DIFFUSIONDET_ROWS, MAIN_ROWS, SWIN_ROWS
@@ -48,6 +49,7 @@ STAGE_CATEGORIES = OrderedDict(
         "dynamic_conv.size_ref.",
         "dynamic_conv.roi_pos_proj.",
         "dynamic_conv.kernel_pos_proj.",
+        "dynamic_conv.position_channels",
         "dynamic_conv.centerness.",
     ),
 )
@@ -89,14 +91,14 @@ def flops_by_module(model, height: int, width: int) -> dict[str, float]:
         return {"": flops.total() / 1e9, **{name: n / 1e9 for name, n in counts.items()}}
 
 
-def model_cost(config, input_size=(800, 1216), with_flops: bool = True) -> dict:
+def model_cost(config, input_size=(800, 1216), with_flops: bool = True, overrides: tuple[str, ...] = ()) -> dict:
     """Parameters (total, backbone, per decoder-stage module by category) and FLOPs of a config's model
-    (``config``: a config name or file, see :mod:`recursivedet.model_zoo`)."""
-    config_path = get_config_file(config)
-    cfg = LazyConfig.load(config_path)
+    (``config``: a config name or file, see :mod:`recursivedet.model_zoo`; ``overrides``: ``key=value``)."""
+    cfg = load_config(str(config), list(overrides))
     model = instantiate(cfg.model)
     result = {
         "config": str(config),
+        "overrides": list(overrides),
         "params": sum(p.numel() for p in model.parameters()),
         "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
         "stage_modules": [stage_breakdown(s) for s in model.decoder.stages],
@@ -143,6 +145,13 @@ def main(argv=None) -> int:
     parser.add_argument("--input-size", type=int, nargs=2, default=(800, 1216), metavar=("H", "W"))
     parser.add_argument("--no-flops", action="store_true", help="parameters only (fast)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every row (repeatable), e.g. model.decoder.stage.dynamic_conv_pe_form=official",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     paper_rows = ABLATION_ROWS + MAIN_ROWS + SWIN_ROWS + DIFFUSIONDET_ROWS + ADAMIXER_ROWS
@@ -157,9 +166,11 @@ def main(argv=None) -> int:
     for paper, path in targets:
         key = str(path)
         if key not in cache:
-            cache[key] = model_cost(path, args.input_size, not args.no_flops)
+            cache[key] = model_cost(path, args.input_size, not args.no_flops, tuple(args.override))
         rows.append((paper, cache[key]))
     print(f"FLOPs for one 3x{args.input_size[0]}x{args.input_size[1]} image; stage modules: the last one's breakdown")
+    if args.override:
+        print("overrides of every row: " + " ".join(args.override))
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
