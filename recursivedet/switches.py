@@ -28,6 +28,11 @@ PAPER_SWITCHES = [
     ),
     ("box PE in the dynamic conv", "bb-PE (Eq. 4-5, Fig. 2c, Table 6)", "model.decoder.stage.box_pe_dynamic_conv=True"),
     ("centerness PE", "cb-PE (Eq. 6, Table 5, Table 6)", "model.decoder.stage.centerness=static|learnable|adjust|none"),
+    (
+        "form of the dynamic-conv box PE",
+        "per-channel (acts; default) or official (removed by the dynamic conv's LayerNorm, with its centerness)",
+        "model.decoder.stage.dynamic_conv_pe_form=official|per_channel",
+    ),
     ("number of stages", "T (Sec. 3.2, Fig. 4)", "model.decoder.num_stages=6"),
     (
         "number of stages at inference",

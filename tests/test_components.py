@@ -83,10 +83,10 @@ def test_centerness_learnable_is_a_parameter_initialised_from_eq6():
 
 
 def test_dynamic_conv_box_pe_equals_per_element_projection():
-    """The per-box projection shortcut equals the official projection of every RoI element."""
+    """The official form's per-box projection shortcut equals the official projection of every RoI element."""
     torch.manual_seed(0)
     dim, m, s = 16, 5, 49
-    conv = DynamicConv(dim, 4, 7, box_pe=True, centerness=CenternessMask("static", 7, dim))
+    conv = DynamicConv(dim, 4, 7, box_pe=True, centerness=CenternessMask("static", 7, dim), pe_form="official")
     q = torch.randn(m, dim)
     roi = torch.randn(m, s, dim)
     roi_pos = torch.randn(m, s, dim)
@@ -104,6 +104,37 @@ def test_dynamic_conv_box_pe_equals_per_element_projection():
     x = torch.relu(conv.norm2(torch.bmm(torch.relu(conv.norm1(x)), k2)))
     expected = torch.relu(conv.norm3(conv.out_layer(x.flatten(1))))
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("centerness", [None, "static", "adjust"])
+def test_per_channel_box_pe_equals_its_equation_per_element(centerness):
+    """The per-channel form: x_s = f_s k + (p_f,s * p_k,s) W^T with the official per-element projections
+    of the masked PEs, written out per element in float64 (W and the adjust offsets random)."""
+    torch.manual_seed(0)
+    dim, d, m, s = 16, 4, 5, 49
+    with torch.no_grad():
+        mask_module = CenternessMask(centerness, 7, dim) if centerness else None
+        conv = DynamicConv(dim, d, 7, box_pe=True, centerness=mask_module).double()
+        conv.position_channels.normal_()
+        if centerness == "adjust":
+            conv.centerness.center_offset.weight.normal_()
+    q = torch.randn(m, dim, dtype=torch.float64)
+    roi = torch.randn(m, s, dim, dtype=torch.float64)
+    roi_pos = torch.randn(m, s, dim, dtype=torch.float64)
+    boxes = torch.rand(m, 4, dtype=torch.float64) * 0.5 + 0.1
+    sine = box_sine_embedding(boxes, dim // 2)
+    out = conv(q, roi, conv.project_roi_position(roi_pos), sine, boxes)
+
+    mask = conv.centerness(q)[..., None] if centerness else torch.ones(1, s, 1, dtype=torch.float64)
+    pos_k = conv.kernel_pos_proj(conv.position_kernel(q, sine, boxes)[:, None, :] * mask)  # (m, s, c)
+    pos_f = conv.roi_pos_proj(roi_pos * mask)
+    params = conv.dynamic_layer(q)
+    k1 = params[:, : dim * d].view(m, dim, d)
+    k2 = params[:, dim * d :].view(m, d, dim)
+    x = torch.bmm(roi, k1) + (pos_f * pos_k) @ conv.position_channels.T
+    x = torch.relu(conv.norm2(torch.bmm(torch.relu(conv.norm1(x)), k2)))
+    expected = torch.relu(conv.norm3(conv.out_layer(x.flatten(1))))
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_position_kernel_scales_x_by_w_ref_over_w_and_y_by_h_ref_over_h():

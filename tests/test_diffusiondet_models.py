@@ -45,10 +45,12 @@ def test_recursivedet_diffusiondet_r50_is_recst_dagger_with_pes(r50_models):
     model = r50_models["DiffusionDet/recursivedet_diffusiondet_R50_500pro_60ep.py"]
     stages = model.decoder.stages
     assert len(stages) == 2 and model.decoder.num_stages == 6
-    # each of the two stage modules: DiffusionDet's stage + the library's box PEs (official RecursiveDet: 658,178)
-    assert [stage_breakdown(s)["PE"] for s in stages] == [658_178] * 2
+    # each of the two stage modules: DiffusionDet's stage + the library's box PEs (official RecursiveDet: 658,178,
+    # and the per-channel form's W, d x c)
+    pe = 658_178 + 64 * 256
+    assert [stage_breakdown(s)["PE"] for s in stages] == [pe] * 2
     assert [s.condition_dim for s in stages] == [1024, 1024]
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_TOTAL - 4 * OFFICIAL_STAGE + 2 * 658_178
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_TOTAL - 4 * OFFICIAL_STAGE + 2 * pe
 
 
 @pytest.mark.slow

@@ -15,14 +15,18 @@ from recursivedet.model_zoo import get_config
 ROWS_WITH_PARAMS = [r for r in ABLATION_ROWS + MAIN_ROWS if r.params_m is not None]
 
 
+# The official code's form of the dynamic-conv box PE; the default per-channel form adds W (d x c) per stage module.
+OFFICIAL_FORM = ("model.decoder.stage.dynamic_conv_pe_form=official",)
+
+
 @pytest.fixture(scope="module")
 def costs():
     cache = {}
 
-    def get(config):
-        if config not in cache:
-            cache[config] = model_cost(config, with_flops=False)
-        return cache[config]
+    def get(config, overrides=()):
+        if (config, overrides) not in cache:
+            cache[config, overrides] = model_cost(config, with_flops=False, overrides=overrides)
+        return cache[config, overrides]
 
     return get
 
@@ -37,14 +41,24 @@ def test_parameters_within_one_percent_of_the_paper(row, costs):
 @pytest.mark.slow
 @pytest.mark.parametrize("config,expected", OFFICIAL_PARAMETERS.items())
 def test_parameters_equal_the_official_code(config, expected, costs):
-    assert costs(config)["params"] == expected
+    overrides = OFFICIAL_FORM if "recursivedet" in config or "table6" in config else ()
+    assert costs(config, overrides)["params"] == expected
+
+
+@pytest.mark.slow
+def test_the_per_channel_box_pe_adds_one_d_by_c_matrix_per_stage_module(costs):
+    official = costs("ablations/table6_recursive_bbpe_cbpe.py", OFFICIAL_FORM)
+    per_channel = costs("ablations/table6_recursive_bbpe_cbpe.py")
+    assert per_channel["params"] - official["params"] == 2 * 64 * 256  # RecSt-dagger: 2 stage modules
+    pe_added = [s["PE"] - o["PE"] for s, o in zip(per_channel["stage_modules"], official["stage_modules"], strict=True)]
+    assert pe_added == [64 * 256] * 2
 
 
 @pytest.mark.slow
 def test_stage_parameters_equal_the_official_code(costs):
     sparse = costs("ablations/table4_sparse_rcnn.py")["stage_modules"]
     assert [s["Total"] for s in sparse] == [OFFICIAL_STAGE_PARAMETERS["sparse_rcnn"]] * 6
-    recursive = costs("ablations/table6_recursive_bbpe_cbpe.py")["stage_modules"]
+    recursive = costs("ablations/table6_recursive_bbpe_cbpe.py", OFFICIAL_FORM)["stage_modules"]
     assert [s["Total"] for s in recursive] == [OFFICIAL_STAGE_PARAMETERS["recursivedet"]] * 2
     assert recursive[0]["PE"] == OFFICIAL_STAGE_PARAMETERS["recursivedet_pe"]
     # Paper Table 1, Sparse R-CNN: MSA 0.3M, Dyn 8.4M, Out 3.2M, Head 0.3M, Others 1.0M, Total 13.2M.
@@ -99,7 +113,8 @@ def test_breakdown_covers_every_parameter():
     stage = model.decoder.stages[1]
     counts = stage_breakdown(stage)
     assert counts["Total"] == sum(p.numel() for p in stage.parameters())
-    assert counts["PE"] == OFFICIAL_STAGE_PARAMETERS["recursivedet_pe"] + 256 * 2 + 2  # + adjust's offset Linear
+    # + adjust's offset Linear and the per-channel form's W (d x c)
+    assert counts["PE"] == OFFICIAL_STAGE_PARAMETERS["recursivedet_pe"] + 256 * 2 + 2 + 64 * 256
 
 
 def test_cost_table_of_named_configs_shows_their_paper_rows(capsys):

@@ -130,6 +130,9 @@ EFFECTS = {
         hasattr(s.dynamic_conv, "kernel_pos_proj") == v for s in m.decoder.stages
     ),
     "model.decoder.stage.centerness": check_centerness,
+    "model.decoder.stage.dynamic_conv_pe_form": lambda m, v: all(
+        hasattr(s.dynamic_conv, "position_channels") == (v == "per_channel") for s in m.decoder.stages
+    ),
     "model.decoder.num_stages": lambda m, v: len(m.run_detector(m.preprocess_image([IMAGE]))[0]) == v,
     "model.decoder.inference_stages": check_inference_stages,
     "model.num_proposals": lambda m, v: m.init_proposal_boxes.weight.shape[0] == v,

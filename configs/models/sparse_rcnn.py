@@ -41,6 +41,9 @@ model = L(RecursiveDet)(
             box_pe_self_attention=False,
             box_pe_dynamic_conv=False,
             centerness="none",
+            # How the box PE enters the dynamic conv: "per_channel" acts; "official" (the official code's
+            # p_f . p_k on every hidden channel) is removed by the next LayerNorm, with any centerness.
+            dynamic_conv_pe_form="per_channel",
             box_refinement="deltas",
         ),
         pooler=L(ROIPooler)(

@@ -84,9 +84,11 @@ class RecursiveDecoder(nn.Module):
         self._reset_parameters(box_delta_init, prior_prob)
 
     def _reset_parameters(self, box_delta_init: str, prior_prob: float):
-        # Official init: xavier on every weight of dim > 1, focal prior on the class bias.
+        # Official init: xavier on every weight of dim > 1, focal prior on the class bias. The per-channel PE's
+        # zeros are skipped, so that they draw no random numbers and the other weights are the official form's.
+        zeros = {id(p) for stage in self.stages for p in stage.dynamic_conv.zero_initialised_parameters()}
         for p in self.parameters():
-            if p.dim() > 1:
+            if p.dim() > 1 and id(p) not in zeros:
                 nn.init.xavier_uniform_(p)
         bias = -torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item()
         for stage in self.stages:
@@ -94,6 +96,7 @@ class RecursiveDecoder(nn.Module):
             if box_delta_init == "zero":
                 nn.init.zeros_(stage.box_delta.weight)
                 nn.init.zeros_(stage.box_delta.bias)
+            stage.dynamic_conv.reset_parameters()
             if stage.dynamic_conv.centerness is not None:
                 stage.dynamic_conv.centerness.reset_parameters()
 

@@ -36,6 +36,8 @@ class DecoderStage(nn.Module):
         box_pe_self_attention: bb-PE in self-attention (Sec. 3.3, Fig. 2b).
         box_pe_dynamic_conv: bb-PE in the dynamic conv (Eq. 4-5, Fig. 2c).
         centerness: cb-PE mode, "none" | "static" | "learnable" | "adjust" (Eq. 6, Table 5).
+        dynamic_conv_pe_form: "per_channel" (acts) or "official" (removed by the dynamic conv's LayerNorm, with
+            the centerness that weights it): see :mod:`~.dynamic_conv`.
         box_refinement: "sigmoid" (RecursiveDet code: b' = sigmoid(inverse_sigmoid(b) + delta)) or
             "deltas" (Sparse R-CNN code: Faster R-CNN deltas with weights (2, 2, 1, 1)).
         condition_dim: width of a per-image conditioning vector (0: none). With it, SiLU -> Linear(condition_dim,
@@ -62,6 +64,7 @@ class DecoderStage(nn.Module):
         box_pe_self_attention: bool = False,
         box_pe_dynamic_conv: bool = False,
         centerness: str = "none",
+        dynamic_conv_pe_form: str = "per_channel",
         box_refinement: str = "sigmoid",
         condition_dim: int = 0,
         box_pe_min_size: float = 0.0,
@@ -86,7 +89,9 @@ class DecoderStage(nn.Module):
         self.self_attn = ProposalSelfAttention(dim, num_heads, dropout, box_pe=box_pe_self_attention)
         self.norm1 = nn.LayerNorm(dim)
         mask = None if centerness == "none" else CenternessMask(centerness, pooler_resolution, dim)
-        self.dynamic_conv = DynamicConv(dim, dynamic_dim, pooler_resolution, box_pe_dynamic_conv, mask)
+        self.dynamic_conv = DynamicConv(
+            dim, dynamic_dim, pooler_resolution, box_pe_dynamic_conv, mask, pe_form=dynamic_conv_pe_form
+        )
         self.norm2 = nn.LayerNorm(dim)
         self.linear1 = Linear(dim, ffn_dim)
         self.linear2 = Linear(ffn_dim, dim)

@@ -115,6 +115,7 @@ class DiffusionDet(ImageDetector):
         if self.training:
             targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs])
             boxes, t = self.corrupt(targets)
+            boxes = boxes.to(features[0].dtype)  # detectron2 keeps ground-truth boxes in float32 whatever the model
             return self.losses(self.head(features, boxes, t, whwh, extents), targets)
         results = self.inference(features, whwh, extents, images.image_sizes, self.noise_keys(batched_inputs))
         return [

@@ -24,6 +24,7 @@ def build_project_model(
 
     cfg = model_zoo.get_config(f"models/{arch}.py")
     cfg.model.num_proposals = proposals
+    cfg.model.decoder.stage.dynamic_conv_pe_form = "official"  # the official code's form of the box PE
     if dense_roi_pe:
         cfg.model.decoder.analytic_roi_pe = False
     # The official inference keeps the top num_proposals of proposals x classes.
