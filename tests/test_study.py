@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from recursivedet.engine import ConfigValueError, load_config
 from recursivedet.modeling.box_utils import cxcywh_to_xyxy
 from recursivedet.study import GROUPS, PAPER_ROWS, StudyRowError, correct_detection_ious, parse_row, select_rows
-from recursivedet.study.report import mean_spread, study_tables, tables_markdown
+from recursivedet.study.report import mean_spread, paired_difference, study_tables, tables_markdown, verdict
 
 # study row -> the ablation config stating the same row on the R50 model (configs/ablations, configs/rego)
 ABLATION_CONFIGS = {
@@ -182,6 +182,46 @@ def test_report_mean_and_spread():
     assert data["tables"]["rows"][0]["AP"] == (12.0, 2.0) and data["curves"]["recst"][10] == (6.0, 1.0)
     text = tables_markdown(data, {"iters": 20, "seeds": [0, 1, 2], "config": "c.py"})
     assert "| recst (3) | RecSt (Table 4 row 2) | 42.4 | 0.00M | 12.0 ± 2.0 |" in text
+
+
+def test_paired_differences_interval_and_verdicts():
+    """Paired by seed (a seed missing on one side is left out); the 95% interval is Student's t over the per-seed
+    differences, checked against its formula with t(0.975, 2) = 4.302653; verdicts only where it excludes 0."""
+    row = [{"seed": s, "metrics": {"AP": ap}} for s, ap in [(0, 12.0), (1, 14.5), (2, 15.0), (3, 20.0)]]
+    base = [{"seed": s, "metrics": {"AP": ap}} for s, ap in [(0, 10.0), (1, 12.0), (2, 12.0)]]
+    d = paired_difference(row, base)
+    assert d["per_seed"] == {0: 2.0, 1: 2.5, 2: 3.0} and d["mean"] == 2.5
+    half = 4.302653 * 0.5 / math.sqrt(3)
+    assert d["interval"] == pytest.approx((2.5 - half, 2.5 + half), abs=1e-5)
+    assert verdict(d, 0.5) == "reproduced" and verdict(d, -0.3) == "contradicted" and verdict(d, None) == "higher"
+    assert verdict(d, 0.0) == "differs: not an A/A pair"
+    noisy = paired_difference(
+        row[:3], [{"seed": s, "metrics": {"AP": ap}} for s, ap in [(0, 13.0), (1, 11.0), (2, 16.0)]]
+    )
+    assert noisy["interval"][0] < 0 < noisy["interval"][1]
+    assert verdict(noisy, 0.8) == "not resolved" and verdict(noisy, 0.0) == "equal within noise"
+    assert verdict(paired_difference(row[:1], base), 0.8) == "too few seeds"
+
+
+def test_report_states_the_paired_comparisons_of_a_group():
+    def runs(aps):
+        return [
+            {"seed": s, "params": 1, "metrics": {"AP": ap}, "curve": [], "stages": {}, "train_seconds": 60.0}
+            for s, ap in enumerate(aps)
+        ]
+
+    rows, tables = select_rows(["pe_diffusiondet"], [])
+    results = {
+        "recursivedet_diffusiondet_no_pe": runs([50.0, 52.0, 51.0]),
+        "recursivedet_diffusiondet": runs([53, 54, 55]),
+    }
+    data = study_tables(rows, tables, results)
+    (comparison,) = data["comparisons"]["pe_diffusiondet"]
+    assert comparison["per_seed"] == {0: 3.0, 1: 2.0, 2: 4.0} and comparison["verdict"] == "higher"
+    text = tables_markdown(data, {"iters": 20, "seeds": [0, 1, 2], "config": "c.py"})
+    assert (
+        "| recursivedet_diffusiondet - recursivedet_diffusiondet_no_pe | - | 0: +3.0, 1: +2.0, 2: +4.0 | +3.0 |" in text
+    )
 
 
 STUDY_OPTS = [

@@ -27,6 +27,7 @@ __all__ = [
     "median_seconds",
     "model_parts",
     "peak_memory_mb",
+    "processor_name",
     "resident_mb",
     "sample_seconds",
     "timing_summary",
@@ -109,6 +110,26 @@ def timing_summary(timing: dict, threads: int, runs: int, head_gflops: float) ->
         side: v / summary["matmul_peak"]["best"] for side, v in summary["head_gflop_per_s"].items()
     }
     return summary
+
+
+def processor_name() -> str:
+    """The processor's model name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` knows), for figures that
+    depend on it: speed, and AP, which float rounding of one kernel or another moves by tenths."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    if "model name" in fields:  # a virtual machine's name can be as short as "AMD EPYC": add family and model
+        return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def load_average() -> float | None:

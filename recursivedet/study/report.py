@@ -1,12 +1,15 @@
 """The study's tables from the runs' ``result.json`` files: mean and spread (sample standard deviation) over the
-seeds of each row, as markdown (``table.md``) and JSON (``table.json``)."""
+seeds of each row, and paired comparisons (the AP difference of two rows seed by seed, its mean and 95% interval),
+as markdown (``table.md``) and JSON (``table.json``)."""
 
 import math
 import statistics
 
-from .rows import TABLE_PAPER_AP, StudyRow
+from scipy import stats
 
-__all__ = ["mean_spread", "study_tables", "tables_markdown"]
+from .rows import COMPARISONS, TABLE_PAPER_AP, Comparison, StudyRow
+
+__all__ = ["mean_spread", "paired_difference", "study_tables", "tables_markdown"]
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -17,6 +20,45 @@ def mean_spread(values: list[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def paired_difference(row: list[dict], baseline: list[dict], metric: str = "AP", level: float = 0.95) -> dict:
+    """The difference row - baseline of ``metric`` over the seeds both have: per seed, the mean and the ``level``
+    interval of the mean (Student's t over the per-seed differences; none from fewer than 2 seeds)."""
+    base = {r["seed"]: r["metrics"].get(metric) for r in baseline}
+    per_seed = {
+        r["seed"]: r["metrics"][metric] - base[r["seed"]]
+        for r in row
+        if r["metrics"].get(metric) is not None and base.get(r["seed"]) is not None
+    }
+    diffs = list(per_seed.values())
+    mean = statistics.fmean(diffs) if diffs else math.nan
+    low = high = math.nan
+    if len(diffs) > 1:
+        half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+        low, high = mean - half, mean + half
+    return {"per_seed": dict(sorted(per_seed.items())), "mean": mean, "interval": (low, high), "level": level}
+
+
+def verdict(difference: dict, paper_delta: float | None) -> str:
+    """ "reproduced" / "contradicted" only when the interval excludes 0 (with the paper's sign / against it);
+    for an A/A control (paper_delta 0) "equal within noise" when it includes 0; else "not resolved"."""
+    low, high = difference["interval"]
+    if math.isnan(low):
+        return "too few seeds"
+    excludes_zero = low > 0 or high < 0
+    if paper_delta == 0.0:
+        return "differs: not an A/A pair" if excludes_zero else "equal within noise"
+    if not excludes_zero:
+        return "not resolved"
+    if paper_delta is None:
+        return "higher" if low > 0 else "lower"
+    return "reproduced" if (low > 0) == (paper_delta > 0) else "contradicted"
+
+
+def _comparison(c: Comparison, results: dict[str, list[dict]]) -> dict:
+    difference = paired_difference(results.get(c.row, []), results.get(c.baseline, []))
+    return {**c.__dict__, **difference, "verdict": verdict(difference, c.paper_delta)}
 
 
 def _row_summary(row: StudyRow, results: list[dict], paper_ap) -> dict:
@@ -69,12 +111,14 @@ def study_tables(rows: list[StudyRow], tables: dict[str, tuple[str, ...]], resul
         rows: the study's rows; tables: table name -> row names; results: row name -> completed runs' results.
     """
     by_name = {r.name: r for r in rows}
-    out = {"tables": {}, "depth": {}, "rego": {}, "curves": {}, "final_ap": {}}
+    out = {"tables": {}, "comparisons": {}, "depth": {}, "rego": {}, "curves": {}, "final_ap": {}}
     for table, names in tables.items():
         paper = TABLE_PAPER_AP.get(table, {})
         out["tables"][table] = [
             _row_summary(by_name[n], results.get(n, []), paper.get(n, by_name[n].paper_ap)) for n in names
         ]
+        if table in COMPARISONS:
+            out["comparisons"][table] = [_comparison(c, results) for c in COMPARISONS[table]]
     for name, runs in results.items():
         if not runs:
             continue
@@ -116,6 +160,7 @@ def tables_markdown(data: dict, settings: dict) -> str:
                 f"| {s['row']} ({len(s['seeds'])}) | {s['paper']} | {paper_ap} | {params} | {cells} | {minutes} |"
             )
         lines.append("")
+        lines += _comparisons_markdown(data.get("comparisons", {}).get(table, []))
     if data["depth"]:
         counts = sorted({c for d in data["depth"].values() for c in d["AP"]})
         lines += ["### AP against the number of stages run at inference (paper Fig. 4)", ""]
@@ -139,3 +184,26 @@ def tables_markdown(data: dict, settings: dict) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:+.1f}"
+
+
+def _comparisons_markdown(comparisons: list[dict]) -> list[str]:
+    if not comparisons:
+        return []
+    lines = [
+        "| claim | row - baseline | paper | AP difference per seed | mean | 95% interval | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in comparisons:
+        per_seed = ", ".join(f"{seed}: {_signed(d)}" for seed, d in c["per_seed"].items()) or "-"
+        paper = "-" if c["paper_delta"] is None else _signed(c["paper_delta"])
+        low, high = c["interval"]
+        interval = "-" if math.isnan(low) else f"[{low:+.1f}, {high:+.1f}]"
+        lines.append(
+            f"| {c['claim']} | {c['row']} - {c['baseline']} | {paper} | {per_seed} | {_signed(c['mean'])} | "
+            f"{interval} | {c['verdict']} |"
+        )
+    return [*lines, ""]

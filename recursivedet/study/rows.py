@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from recursivedet.errors import UserError
 
 __all__ = [
+    "COMPARISONS",
+    "Comparison",
     "DEFAULT_GROUPS",
     "GROUPS",
     "PAPER_ROWS",
@@ -146,6 +148,31 @@ PAPER_ROWS = {
             paper="RecursiveDet + REGO, 3 stages, alpha (3, 2, 1) (REGO Table 2; evaluated with and without "
             "REGO, REGO Appendix Table 4)",
         ),
+        # The positional encodings one at a time on Recursive (RecSt-dagger + RecDy), in the per-channel form
+        # that acts, and the official form's rows: the same function as bb-PE in self-attention alone (the
+        # official dynamic-conv term and any centerness on it are removed by a LayerNorm), so each of them
+        # and pe_sa is an A/A pair whose difference is the study's noise.
+        StudyRow(
+            "pe_sa",
+            _NO_PE[1:],
+            paper="Recursive + bb-PE in self-attention only (Fig. 2b)",
+        ),
+        StudyRow(
+            "pe_sa_dc",
+            ("model.decoder.stage.centerness=none",),
+            paper="Recursive + bb-PE in self-attention and dynamic conv, per-channel (Table 6 row 5)",
+            paper_ap=44.4,
+        ),
+        StudyRow(
+            "pe_sa_dc_official",
+            ("model.decoder.stage.centerness=none", "model.decoder.stage.dynamic_conv_pe_form=official"),
+            paper="as pe_sa_dc in the official form: the function of pe_sa (A/A)",
+        ),
+        StudyRow(
+            "pe_cb_static_official",
+            ("model.decoder.stage.dynamic_conv_pe_form=official",),
+            paper="RecursiveDet in the official form: the function of pe_sa (A/A)",
+        ),
         # The other hosts of paper Table 2 and Fig. 3, at their own demo sizes.
         StudyRow(
             "diffusiondet",
@@ -158,6 +185,12 @@ PAPER_ROWS = {
             config="DiffusionDet/recursivedet_diffusiondet_shapes_demo.py",
             paper="RecursiveDet (DiffusionDet) (Table 2, Fig. 3)",
             paper_ap=47.1,
+        ),
+        StudyRow(
+            "recursivedet_diffusiondet_no_pe",
+            _NO_PE,
+            config="DiffusionDet/recursivedet_diffusiondet_shapes_demo.py",
+            paper="RecursiveDet (DiffusionDet) without bb-PE and cb-PE",
         ),
         StudyRow(
             "adamixer",
@@ -180,6 +213,18 @@ GROUPS = {
     "table5": ("recursivedet", "centerness_learnable", "centerness_adjust"),
     "table6": ("sparse_rcnn", "recst_dagger_recdy", "bbpe", "bbpe_cbpe", "recursive_bbpe", "recursivedet"),
     "rego": ("recursivedet", "recursivedet_rego"),
+    # The positional encodings that act, one switch at a time, with the official form as A/A control.
+    "pe": (
+        "recst_dagger_recdy",
+        "pe_sa",
+        "pe_sa_dc",
+        "pe_sa_dc_official",
+        "recursivedet",
+        "pe_cb_static_official",
+        "centerness_learnable",
+        "centerness_adjust",
+    ),
+    "pe_diffusiondet": ("recursivedet_diffusiondet_no_pe", "recursivedet_diffusiondet"),
     "hosts": (
         "sparse_rcnn",
         "recursivedet",
@@ -187,6 +232,46 @@ GROUPS = {
         "recursivedet_diffusiondet",
         "adamixer",
         "recursivedet_adamixer",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A claim tested by paired seeds: ``row`` against ``baseline``.
+
+    Args:
+        claim: what the difference tests, e.g. "bb-PE (Table 6 row 5 - row 2)".
+        paper_delta: the paper's AP difference; 0.0 for an A/A control (two forms of one function), whose
+            interval shows the study's noise; None where the paper gives none.
+    """
+
+    row: str
+    baseline: str
+    claim: str
+    paper_delta: float | None = None
+
+
+# Per table, the paired comparisons its report states (AP difference, seed by seed).
+COMPARISONS = {
+    "pe": (
+        Comparison("pe_sa", "recst_dagger_recdy", "bb-PE in self-attention, on Recursive"),
+        Comparison("pe_sa_dc", "pe_sa", "bb-PE in the dynamic conv (per-channel), on top"),
+        Comparison("pe_sa_dc", "recst_dagger_recdy", "bb-PE (Table 6 row 5 - row 2)", 0.5),
+        Comparison("recursivedet", "pe_sa_dc", "cb-PE static (Table 6 row 6 - row 5)", 0.8),
+        Comparison("centerness_learnable", "recursivedet", "cb-PE learnable - static (Table 5)", -0.3),
+        Comparison("centerness_adjust", "recursivedet", "cb-PE adjust - static (Table 5)", -0.7),
+        Comparison("pe_sa_dc_official", "pe_sa", "A/A: official dynamic-conv PE (inert) - none", 0.0),
+        Comparison("pe_cb_static_official", "pe_sa", "A/A: official dynamic-conv PE + cb-PE (inert) - none", 0.0),
+        Comparison("pe_sa_dc", "pe_sa_dc_official", "per-channel - official form of the dynamic-conv PE"),
+        Comparison("recursivedet", "pe_cb_static_official", "per-channel - official form, with cb-PE"),
+    ),
+    "pe_diffusiondet": (
+        Comparison(
+            "recursivedet_diffusiondet",
+            "recursivedet_diffusiondet_no_pe",
+            "bb-PE + cb-PE on RecursiveDet (DiffusionDet)",
+        ),
     ),
 }
 # A REGO row -> the same model without REGO (REGO Appendix Table 4's baseline).

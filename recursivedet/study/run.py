@@ -18,6 +18,7 @@ from detectron2.config import instantiate
 from detectron2.engine import default_setup
 from omegaconf import OmegaConf
 
+from recursivedet.analysis.measure import processor_name
 from recursivedet.engine import do_train, load_config
 from recursivedet.errors import run_command
 from recursivedet.model_zoo import get_config_file
@@ -113,6 +114,8 @@ def main(argv=None) -> dict:
         "curve": _curve(run_dir, spec["iters"]),
         "stages": stages,
         "train_seconds": train_seconds,
+        # rounding, and so the AP of a run, depends on the kernels the processor and thread count select
+        "machine": {"processor": processor_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "eval_seconds": time.perf_counter() - start,
     }
     temporary = run_dir / (RESULT_FILE + ".tmp")
