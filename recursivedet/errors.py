@@ -12,7 +12,15 @@ import sys
 import traceback
 from collections.abc import Callable
 
-__all__ = ["TRACEBACK_ENV", "CheckpointFormatError", "ConfigFileError", "ConfigValueError", "UserError", "run_command"]
+__all__ = [
+    "TRACEBACK_ENV",
+    "CheckpointFormatError",
+    "ConfigFileError",
+    "ConfigValueError",
+    "NonFiniteError",
+    "UserError",
+    "run_command",
+]
 
 TRACEBACK_ENV = "RECURSIVEDET_TRACEBACK"
 # Exit status of a command stopped by a user error (argparse uses 2 for bad arguments as well).
@@ -34,6 +42,11 @@ class ConfigFileError(UserError, ValueError):
 class ConfigValueError(UserError, ValueError):
     """A config value that cannot work (e.g. no proposals, a class count that does not fit the dataset); the
     message names the key."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+    """The model computed NaN or infinite values (boxes, losses, gradients): its weights or its input are not
+    finite, e.g. after training diverged."""
 
 
 def run_command(main: Callable[[], object]) -> None:

@@ -11,7 +11,7 @@ from training_setup import NONFINITE_CONFIG, run_cli, run_main
 
 from recursivedet.engine import Checkpointer, NonFiniteLossError
 from recursivedet.engine.hooks import _loss_place
-from recursivedet.errors import UserError
+from recursivedet.errors import NonFiniteError, UserError
 
 
 def nonfinite(*, at: int, keys: list, value: float = math.nan, rank=None, gradient_only=False) -> list[str]:
@@ -124,3 +124,25 @@ def test_nan_loss_in_one_of_two_processes_stops_both_with_one_line(tiny_run):
     assert result.stderr.splitlines()[-1] == errors[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert_last_checkpoint_is(config, out, "model_0000002.pth")
+
+
+def test_divergence_at_a_large_learning_rate_ends_in_the_non_finite_message(tiny_run):
+    """At lr 1e4 the first step sends the weights to inf/NaN: the next forward's boxes are NaN before any loss is
+    computed. They stop training with the non-finite message at that iteration, not with an index error of
+    RoIAlign's level assignment."""
+    with pytest.raises(NonFiniteLossError) as info:
+        run_main(NONFINITE_CONFIG, "optimizer.lr=1e4", "lr_multiplier.warmup_iters=0", "train.clip_grad.enabled=False")
+    assert str(info.value).startswith("32 of 32 boxes given to RoIAlign are not finite (NaN or inf)")
+    assert str(info.value).endswith("at iteration 1 (lr 1e+04); no checkpoint was written before it")
+
+
+def test_boxes_that_are_not_finite_stop_inference_with_one_message():
+    """A model with a NaN weight (as a diverged checkpoint has) gives NaN boxes: inference stops with the
+    non-finite error naming them, for RoIAlign of the decoder and of REGO alike."""
+    for overrides in ({}, {"rego.num_stages": 2}):
+        model = tiny_model("recursivedet", **overrides).eval()
+        with torch.no_grad():
+            model.decoder.stages[0].box_delta.bias.fill_(math.nan)  # stage 1's boxes: NaN
+        with pytest.raises(NonFiniteError, match=r"8 of 8 boxes given to RoIAlign are not finite \(NaN or inf\)"):
+            with torch.no_grad():
+                model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from detectron2.engine import HookBase, hooks
 
-from recursivedet.errors import UserError
+from recursivedet.errors import NonFiniteError, UserError
 
 
 def derived_seed(*keys: int) -> int:
@@ -55,8 +55,8 @@ class IterationSeedHook(HookBase):
         torch.manual_seed(s)
 
 
-class NonFiniteLossError(UserError, FloatingPointError):
-    """A loss, or the gradient norm, became NaN or infinite during training."""
+class NonFiniteLossError(NonFiniteError):
+    """A loss, the gradient norm or the model's boxes became NaN or infinite during training."""
 
 
 # RecursiveDet's loss names (RecursiveDet.losses): "loss_cls" of the last decoder stage, "loss_cls_{t}" of
@@ -145,6 +145,11 @@ class NonFiniteCheck(HookBase):
             raise NonFiniteLossError(
                 f"the gradient norm is {float(norm)} at {self._when()} while every loss is finite; {self._kept()}"
             )
+
+    def stopped(self, error: NonFiniteError) -> NonFiniteLossError:
+        """The training error for non-finite values that the model itself found (e.g. NaN boxes before RoIAlign,
+        in the forward pass, before any loss): its message with the iteration, lr and last checkpoint."""
+        return NonFiniteLossError(f"{error} at {self._when()}; {self._kept()}")
 
     def _when(self) -> str:
         optimizer = self.trainer.optimizer

@@ -19,12 +19,12 @@ from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, UserError
+from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, NonFiniteError, UserError
 from recursivedet.inference.speed import inference_model
 
 from .checkpoint import Checkpointer, CheckpointError, load_weights
 from .finetune import scale_lr_to_batch_size
-from .hooks import EvalHook, GradClipHook, IterationSeedHook, NonFiniteCheck
+from .hooks import EvalHook, GradClipHook, IterationSeedHook, NonFiniteCheck, NonFiniteLossError
 from .loader import TrainLoader, dataset_categories, require_registered
 
 logger = logging.getLogger("detectron2")
@@ -138,6 +138,9 @@ def check_config(cfg, *, eval_only: bool = False, resume: bool = False, world_si
     processes_per_machine = comm.get_local_size() if processes_per_machine is None else processes_per_machine
     check_device(cfg, processes_per_machine)
     _check_model_sizes(cfg)
+    output_dir = OmegaConf.select(cfg, "train.output_dir", default=None)
+    if not eval_only and (not isinstance(output_dir, str) or not output_dir.strip()):
+        raise ConfigValueError(f"train.output_dir must name a folder for the run's checkpoints, got {output_dir!r}")
     init = cfg.train.init_checkpoint
     if eval_only:
         if not init:
@@ -237,6 +240,7 @@ def do_train(cfg, resume: bool = False):
     checkpointer.strict = resuming
     clip = cfg.train.clip_grad
     clip_hook = GradClipHook(clip.max_norm, clip.norm_type) if clip.enabled else None
+    non_finite = NonFiniteCheck(checkpointer, resumed=resuming, clip_hook=clip_hook)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -244,7 +248,7 @@ def do_train(cfg, resume: bool = False):
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             clip_hook,
             # after the clipping hook (it reads its gradient norm) and before the checkpointer
-            NonFiniteCheck(checkpointer, resumed=resuming, clip_hook=clip_hook),
+            non_finite,
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
@@ -260,7 +264,12 @@ def do_train(cfg, resume: bool = False):
     elif start_iter > 0:
         logger.warning(f"{type(train_loader).__name__} cannot skip to iteration {start_iter}: the data order differs")
     with _user_errors_logged_without_traceback():
-        trainer.train(start_iter, cfg.train.max_iter)
+        try:
+            trainer.train(start_iter, cfg.train.max_iter)
+        except NonFiniteError as e:
+            if isinstance(e, NonFiniteLossError):
+                raise
+            raise non_finite.stopped(e) from None
     return trainer
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from recursivedet.errors import ConfigValueError
 
-from .box_utils import cxcywh_to_xyxy
+from .box_utils import check_finite_boxes, cxcywh_to_xyxy
 from .position_encoding import ImageSinePE, box_sine_embedding
 from .roi_align import fixed_grid_roi_align, pool_roi_features
 from .roi_position_encoding import AnalyticRoIPositionEncoding
@@ -117,6 +117,7 @@ class RecursiveDecoder(nn.Module):
 
     def pool(self, features, pixel_boxes: torch.Tensor) -> torch.Tensor:
         """(B * N, S, c) RoI features of (B, N, 4) pixel boxes on the FPN maps (see ``gather_roi_align``)."""
+        check_finite_boxes(pixel_boxes, "boxes given to RoIAlign")
         return pool_roi_features(self.pooler, features, pixel_boxes, self.gather_roi_align)
 
     @property

@@ -86,8 +86,11 @@ def roi_sampling(pooler: ROIPooler, boxes: torch.Tensor, map_sizes) -> RoISampli
     if len(levels_) == 1:
         levels = torch.zeros(len(boxes), dtype=torch.int64, device=device)
     else:
+        # A box with x2 < x1 or y2 < y1 (a learned initial box can be trained into one) has a negative area,
+        # whose square root would make a NaN level and an index error: it goes to the level of a zero-size box.
+        level_boxes = torch.cat((boxes[:, :2], torch.maximum(boxes[:, 2:], boxes[:, :2])), dim=1)
         levels = assign_boxes_to_levels(
-            [Boxes(boxes)], pooler.min_level, pooler.max_level, pooler.canonical_box_size, pooler.canonical_level
+            [Boxes(level_boxes)], pooler.min_level, pooler.max_level, pooler.canonical_box_size, pooler.canonical_level
         )
     scales = torch.tensor([p.spatial_scale for p in levels_], dtype=dtype, device=device)[levels]
     sizes = torch.tensor([list(s) for s in map_sizes], dtype=dtype, device=device)[levels]
