@@ -18,10 +18,12 @@ from detectron2.engine import default_setup
 from recursivedet.engine import (
     argument_parser,
     check_config,
+    check_training_config,
     do_train,
     evaluate,
     launch_reporting_user_errors,
     load_config,
+    parse_options_anywhere,
 )
 from recursivedet.errors import run_command
 from recursivedet.model_zoo import get_config_file
@@ -49,13 +51,14 @@ def run(argv=None) -> None:
     """Parse the command line, check the config, datasets, checkpoint and device here, before any process
     starts (each would fail with the same error), then run :func:`main` in ``--num-gpus`` processes."""
     parser = argument_parser()
-    args = parser.parse_args(argv)
+    args = parse_options_anywhere(parser, argv)
     if not args.config_file:
         parser.error("--config-file is required")
     # Logging is set up in each process by default_setup. Until then, what detectron2 logs while the checks
     # load datasets would reach stderr bare; each process logs it again.
     logging.getLogger("detectron2").addHandler(logging.NullHandler())
     cfg = load_config(args.config_file, args.opts)
+    check_training_config(cfg, args.config_file)
     check_config(
         cfg,
         eval_only=args.eval_only,

@@ -1,10 +1,18 @@
 """Command-line overrides: unknown keys and wrong types fail with the key and suggestions."""
 
+import re
+
 import pytest
 from detectron2.config import LazyConfig
 from training_setup import REPO, TINY_CONFIG, tiny_run_at, train_net
 
-from recursivedet.engine import ConfigOverrideError, check_overrides, load_config
+from recursivedet.engine import (
+    ConfigOverrideError,
+    argument_parser,
+    check_overrides,
+    load_config,
+    parse_options_anywhere,
+)
 from recursivedet.switches import PAPER_SWITCHES
 
 MODEL_CONFIG = str(REPO / "configs" / "models" / "recursivedet.py")
@@ -81,3 +89,48 @@ def test_command_line_stops_before_training_with_the_message(tiny_run, capsys):
     err = capsys.readouterr().err
     assert "train.max_itr" in err and "did you mean: train.max_iter" in err
     assert not (tiny_run / "output").exists()
+
+
+def test_a_comma_separated_value_is_refused_with_the_list_to_write(cfg):
+    with pytest.raises(ConfigOverrideError, match=r"several values \(a sweep\).*'model.rego.alphas=\[1,1,1\]'"):
+        check_overrides(cfg, ["model.rego.alphas=1,1,1"])
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.rego.alphas='[1,1,1]'", "model.rego.alphas must be null or a list of numbers, .*got '\\[1,1,1\\]'"),
+        ("model.rego.alphas=[a,b,c]", "model.rego.alphas must be null or a list of numbers, .*got \\['a', 'b', 'c'\\]"),
+        ("train.output_dir=", "train.output_dir must name a folder for the run's checkpoints, got ''"),
+    ],
+)
+def test_values_of_the_right_type_but_no_meaning_stop_with_one_line(tiny_run, capsys, override, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        train_net.invoke_main(["--config-file", str(TINY_CONFIG), "model.rego.num_stages=2", override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(expected, err.strip().splitlines()[-1]) and "Traceback" not in err, err[-2000:]
+
+
+def test_options_may_follow_the_overrides():
+    """``... train.max_iter=40 --resume`` as ``--resume ... train.max_iter=40``; an option's values move with it."""
+    parser = argument_parser()
+    args = parse_options_anywhere(parser, ["--config-file", "a.py", "train.max_iter=40", "--resume"])
+    assert args.resume and args.opts == ["train.max_iter=40"]
+    args = parse_options_anywhere(parser, ["--config-file", "a.py", "x=1", "--num-gpus", "2", "y=2", "--eval-only"])
+    assert args.num_gpus == 2 and args.eval_only and args.opts == ["x=1", "y=2"]
+
+
+def test_a_config_without_the_training_keys_is_named_in_one_line(tmp_path, capsys):
+    config = tmp_path / "only_model.py"
+    config.write_text(
+        'from recursivedet.model_zoo import get_config\nmodel = get_config("models/recursivedet.py").model\n'
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        train_net.invoke_main(["--config-file", str(config)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: config {config} defines no train, dataloader, optimizer, lr_multiplier: a training config defines "
+        "model, train, dataloader, optimizer, lr_multiplier (start from one, e.g. "
+        "model_zoo.get_config('recursivedet_shapes_demo.py'), and change what differs)"
+    ]

@@ -10,8 +10,10 @@ from .cli import (
     WorkerError,
     argument_parser,
     check_overrides,
+    check_training_config,
     launch_reporting_user_errors,
     load_config,
+    parse_options_anywhere,
 )
 from .hooks import GradClipHook, IterationSeedHook, NonFiniteCheck, NonFiniteLossError
 from .loader import DatasetNotFoundError, TrainLoader, dataset_categories, get_dataset_dicts, require_registered
@@ -44,6 +46,7 @@ __all__ = [
     "TrainLoader",
     "WorkerError",
     "argument_parser",
+    "check_training_config",
     "build_model",
     "check_config",
     "check_device",
@@ -56,6 +59,7 @@ __all__ = [
     "get_dataset_dicts",
     "launch_reporting_user_errors",
     "load_config",
+    "parse_options_anywhere",
     "load_weights",
     "require_registered",
     "warmup_multistep",

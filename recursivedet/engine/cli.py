@@ -67,6 +67,29 @@ def argument_parser():
     return default_argument_parser(epilog=help_epilog())
 
 
+def parse_options_anywhere(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args`` where options may also follow the ``key=value`` overrides (as when an option is added
+    at the end of a command run before): the parser's trailing ``opts`` would take them as overrides, so each
+    ``-...`` token there, with the plain words after it (its values), moves before the overrides."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    opts = list(getattr(args, "opts", None) or [])
+    options, overrides = [], []
+    taking_values = False
+    for token in opts:
+        if token.startswith("-") and len(token) > 1:
+            options.append(token)
+            taking_values = "=" not in token
+        elif taking_values and "=" not in token:
+            options.append(token)
+        else:
+            overrides.append(token)
+            taking_values = False
+    if not options:
+        return args
+    return parser.parse_args(argv[: len(argv) - len(opts)] + options + overrides)
+
+
 # ---- checked overrides -----------------------------------------------------------------------------------
 class ConfigOverrideError(UserError, ValueError):
     """An override names a key that does not exist or gives a value of the wrong type."""
@@ -170,6 +193,11 @@ def check_overrides(cfg, overrides: list[str]) -> None:
             continue
         if o.is_delete():
             raise ConfigOverrideError(f"deleting a key (~{key}) is not supported")
+        if o.is_sweep_override():  # Hydra's grammar reads a,b,c (and ranges, globs) as several values
+            raise ConfigOverrideError(
+                f"override {o.input_line!r}: a comma-separated value is several values (a sweep); write a list as "
+                f"{key}=[...] and quote it in the shell, e.g. '{key}=[{o.input_line.partition('=')[2]}]'"
+            )
         old = _lookup(cfg, key)
         if old is _MISSING:
             known = known if known is not None else _all_keys(cfg)
@@ -187,6 +215,20 @@ def check_overrides(cfg, overrides: list[str]) -> None:
                 f"override {o.input_line!r}: {key} expects {_type_name(old)} (currently {old!r}), "
                 f"got {_type_name(new)} {new!r}{hint}"
             )
+
+
+TRAINING_CONFIG_KEYS = ("model", "train", "dataloader", "optimizer", "lr_multiplier")
+
+
+def check_training_config(cfg, config_file: str, keys=TRAINING_CONFIG_KEYS) -> None:
+    """:class:`ConfigFileError` naming the file and the top-level keys it does not define, of those that
+    ``train_net.py`` reads (a model-only config such as ``configs/models/*.py`` is not a training config)."""
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise ConfigFileError(
+            f"config {config_file} defines no {', '.join(missing)}: a training config defines {', '.join(keys)} "
+            "(start from one, e.g. model_zoo.get_config('recursivedet_shapes_demo.py'), and change what differs)"
+        )
 
 
 def load_config(config_file: str, overrides: list[str] | None = None):

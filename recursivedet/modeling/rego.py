@@ -47,6 +47,14 @@ def glimpse_ratios(num_stages: int, glimpse_scale: float = 1.0, alphas: Sequence
     of Table 3 (e.g. K = 3 at 2x: 6, 4, 2). K = 0 (no REGO) gives none."""
     if num_stages < 0:
         raise ConfigValueError(f"REGO's number of stages must be >= 0, got num_stages={num_stages}")
+    numbers = alphas is None or (
+        not isinstance(alphas, str) and all(isinstance(a, int | float) and not isinstance(a, bool) for a in alphas)
+    )
+    if not numbers:
+        raise ConfigValueError(
+            f"model.rego.alphas must be null or a list of numbers, e.g. model.rego.alphas=[1,1,1] (quoted in the "
+            f"shell), got {alphas!r}"
+        )
     base = list(range(num_stages, 0, -1)) if alphas is None else [float(a) for a in alphas]
     if len(base) != num_stages:
         raise ConfigValueError(f"REGO alphas {base} must give one ratio per stage ({num_stages})")
