@@ -9,6 +9,7 @@ AP or a drawn image could not be read, 2 for a wrong argument.
 """
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -26,6 +27,48 @@ from recursivedet.export import parse_score
 from recursivedet.model_zoo import get_config_file
 
 DEMO_CONFIG = get_config_file("recursivedet_shapes_demo.py")
+
+
+# What the demo wrote into its folder: the fingerprint of its config.yaml (every training or evaluation run
+# rewrites that file) and, once complete, of every file.
+DEMO_RECORD = ".recursivedet-demo"
+
+
+def _fingerprint(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _files(folder: Path) -> dict[str, list[int]]:
+    return {
+        str(p.relative_to(folder)): _fingerprint(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p.name != DEMO_RECORD
+    }
+
+
+def _write_record(marker: Path, record: dict) -> None:
+    marker.write_text(json.dumps(record))
+
+
+def not_only_the_demos(folder: Path) -> str | None:
+    """Why ``folder`` holds something an earlier demo did not write (None: it holds only the demo's files): no
+    record of a demo, a config.yaml another run rewrote, or (after a complete demo) a file added or changed."""
+    try:
+        record = json.loads((folder / DEMO_RECORD).read_text())
+        config = record["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "it exists and was not made by the demo"
+    if _fingerprint(folder / "config.yaml") != config:
+        return "another run wrote into it after the demo (its config.yaml changed)"
+    if "files" in record:
+        changed = [name for name, fingerprint in _files(folder).items() if record["files"].get(name) != fingerprint]
+        if changed:
+            return f"files that the demo did not write are in it: {', '.join(changed[:3])}"
+    return None
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -54,16 +97,17 @@ def main(argv=None) -> dict:
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         parser.error(f"--output {output} is an existing file, not a folder")
-    # A fresh run each time (the demo measures training from scratch), but only ever deleting a folder that an
-    # earlier demo made: anything else at that path is left alone.
-    marker = output / ".recursivedet-demo"
+    # A fresh run each time (the demo measures training from scratch), but only ever deleting what an earlier
+    # demo wrote: a folder another command wrote into (e.g. train_net.py with a config built on the demo's,
+    # which shares its output_dir) is left alone.
+    marker = output / DEMO_RECORD
     if output.exists() and any(output.iterdir()):
-        if not marker.exists():
-            parser.error(f"--output {output} exists and was not made by the demo; choose another folder")
+        if (problem := not_only_the_demos(output)) is not None:
+            parser.error(f"--output {output}: {problem}; choose another folder, or move what you want to keep")
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
-    marker.touch()
     default_setup(cfg, argparse.Namespace(config_file=DEMO_CONFIG, opts=args.opts, eval_only=False))
+    _write_record(marker, {"config": _fingerprint(output / "config.yaml")})
 
     trainer = do_train(cfg)  # evaluates on the test dataset at the end
     train_seconds = time.perf_counter() - start
@@ -87,6 +131,7 @@ def main(argv=None) -> dict:
         )
         if exported.skipped:
             problems.append(f"{len(exported.skipped)} image(s) could not be drawn (see the warnings above)")
+    _write_record(marker, {"config": _fingerprint(output / "config.yaml"), "files": _files(output)})
     total = time.perf_counter() - start
     print()
     print(

@@ -67,7 +67,7 @@ def test_readme_recipe_for_own_coco_data_trains_and_evaluates(tmp_path):
     write_coco(tmp_path / "data", "val", 2, seed=1, area_and_iscrowd=False)
     config = tmp_path / "my_config.py"
     config.write_text(readme_own_data_config())
-    output = tmp_path / "output"
+    output = tmp_path / "output" / "my_data"  # the recipe's own folder, relative to where it runs
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -75,7 +75,7 @@ def test_readme_recipe_for_own_coco_data_trains_and_evaluates(tmp_path):
         "RECURSIVEDET_DATASETS": str(tmp_path / "datasets"),  # the built-in shapes are registered, not written
     }
 
-    trained = run_cli("--config-file", str(config), *SHRINK, f"train.output_dir={output}", cwd=tmp_path, env=env)
+    trained = run_cli("--config-file", str(config), *SHRINK, cwd=tmp_path, env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "already registered" not in trained.stderr
     assert (output / "model_final.pth").is_file()
@@ -85,7 +85,6 @@ def test_readme_recipe_for_own_coco_data_trains_and_evaluates(tmp_path):
         str(config),
         "--eval-only",
         *SHRINK[2:],
-        f"train.output_dir={output}",
         f"train.init_checkpoint={output / 'model_final.pth'}",
         cwd=tmp_path,
         env=env,

@@ -2,6 +2,7 @@
 training and runs end to end on a tiny dataset (the full demo runs in `make demo`)."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -39,7 +40,7 @@ def test_demo_refuses_to_delete_a_folder_it_did_not_make(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         demo.main(["--output", str(keep)])
     assert stop.value.code == 2
-    assert f"--output {keep} exists and was not made by the demo" in capsys.readouterr().err
+    assert f"--output {keep}: it exists and was not made by the demo" in capsys.readouterr().err
     assert (keep / "important.txt").read_text() == "data"
 
 
@@ -115,3 +116,28 @@ def test_demo_exit_status_is_1_without_an_ap(tmp_path, tiny_shapes, capsys, monk
     assert result["exit_status"] == 1 and result["metrics"] == {}
     assert f"error: the evaluation on {tiny_shapes[1]} produced no AP" in capsys.readouterr().err
     assert len(list((result["drawings"] / "visualizations").glob("*.png"))) == 1
+
+
+def test_demo_reruns_over_its_own_folder_but_never_deletes_what_another_command_wrote(tmp_path, tiny_shapes, capsys):
+    """The own-data recipe built on the demo's config shares its output_dir: a training run there (here: its
+    config.yaml rewritten and a model written, as train_net.py does) must survive the next demo, which stops
+    with one line; a folder holding only the demo's files is replaced; an interrupted demo's folder too."""
+    folder = tmp_path / "demo"
+    assert _tiny_demo(tmp_path, tiny_shapes, "--num-drawings", "0")["exit_status"] == 0
+    assert demo.not_only_the_demos(folder) is None
+    assert _tiny_demo(tmp_path, tiny_shapes, "--num-drawings", "0")["exit_status"] == 0  # replaces its own run
+
+    (folder / "my_model.pth").write_bytes(b"user model")  # e.g. converted or copied in by the user
+    with pytest.raises(SystemExit) as stop:
+        _tiny_demo(tmp_path, tiny_shapes, "--num-drawings", "0")
+    assert stop.value.code == 2
+    assert "files that the demo did not write are in it: my_model.pth" in capsys.readouterr().err
+    (folder / "my_model.pth").unlink()
+
+    time.sleep(0.01)
+    (folder / "config.yaml").write_text((folder / "config.yaml").read_text())  # another training run's set-up
+    (folder / "model_final.pth").write_bytes(b"the user's own trained model")
+    with pytest.raises(SystemExit) as stop:
+        _tiny_demo(tmp_path, tiny_shapes, "--num-drawings", "0")
+    assert "another run wrote into it after the demo (its config.yaml changed)" in capsys.readouterr().err
+    assert (folder / "model_final.pth").read_bytes() == b"the user's own trained model"
