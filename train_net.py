@@ -25,6 +25,7 @@ from recursivedet.engine import (
     load_config,
     parse_options_anywhere,
 )
+from recursivedet.engine.output_folder import output_folder
 from recursivedet.errors import run_command
 from recursivedet.model_zoo import get_config_file
 
@@ -66,14 +67,16 @@ def run(argv=None) -> None:
         world_size=args.num_gpus * args.num_machines,
         processes_per_machine=args.num_gpus,
     )
-    launch_reporting_user_errors(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    # One run per output folder (this process holds it while the worker processes run), checked writable now.
+    with output_folder(cfg.train.output_dir, "train_net.py"):
+        launch_reporting_user_errors(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
 
 
 def invoke_main(argv=None) -> None:

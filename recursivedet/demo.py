@@ -21,6 +21,7 @@ from detectron2.engine import default_setup
 
 from recursivedet.engine import ConfigOverrideError, do_train, load_config
 from recursivedet.engine.cli import int_at_least
+from recursivedet.engine.output_folder import LOCK_FILE, output_folder
 from recursivedet.errors import run_command
 from recursivedet.export import main as export_main
 from recursivedet.export import parse_score
@@ -46,7 +47,7 @@ def _files(folder: Path) -> dict[str, list[int]]:
     return {
         str(p.relative_to(folder)): _fingerprint(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.is_symlink() and p.name != DEMO_RECORD
+        if p.is_file() and not p.is_symlink() and p.name not in (DEMO_RECORD, LOCK_FILE)
     }
 
 
@@ -100,12 +101,17 @@ def main(argv=None) -> dict:
     # A fresh run each time (the demo measures training from scratch), but only ever deleting what an earlier
     # demo wrote: a folder another command wrote into (e.g. train_net.py with a config built on the demo's,
     # which shares its output_dir) is left alone.
-    marker = output / DEMO_RECORD
     if output.exists() and any(output.iterdir()):
         if (problem := not_only_the_demos(output)) is not None:
             parser.error(f"--output {output}: {problem}; choose another folder, or move what you want to keep")
         shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
+    with output_folder(str(output), "the demo"):  # no other command writes into it meanwhile
+        return _run(args, cfg, output, start)
+
+
+def _run(args, cfg, output: Path, start: float) -> dict:
+    """:func:`main` once the arguments are checked and the output folder is the demo's."""
+    marker = output / DEMO_RECORD
     default_setup(cfg, argparse.Namespace(config_file=DEMO_CONFIG, opts=args.opts, eval_only=False))
     _write_record(marker, {"config": _fingerprint(output / "config.yaml")})
 

@@ -16,14 +16,18 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from recursivedet.engine import ConfigOverrideError, load_config
 from recursivedet.engine.cli import int_at_least
+from recursivedet.engine.output_folder import output_folder
 from recursivedet.errors import UserError, run_command
 from recursivedet.export import parse_score
 from recursivedet.model_zoo import get_config_file
@@ -171,10 +175,74 @@ def main(argv=None) -> int:
             print(f"wrote {path}")
         return 0
     check_rows(settings, rows)
-    output.mkdir(parents=True, exist_ok=True)
+    # One study per folder at a time: a second one (e.g. started again to resume while the first still runs)
+    # would train the same runs into the same folders.
+    with output_folder(str(output), "the study"), _workers_end_with_the_study() as workers:
+        return _run_study(args, output, settings, rows, tables, workers)
+
+
+class _Workers:
+    """The training processes of a study: stopped with it (SIGTERM, SIGINT or an error), none left orphaned."""
+
+    def __init__(self):
+        self.running: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def run(self, command: list[str], **kwargs) -> int:
+        with self.lock:
+            if self.stopping:  # queued runs do not start once the study stops
+                return -signal.SIGTERM
+            process = subprocess.Popen(command, **kwargs)
+            self.running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self.lock:
+                self.running.discard(process)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for process in self.running:
+                process.terminate()  # a run resumes from its last checkpoint when the study is started again
+            for process in self.running:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+@contextmanager
+def _workers_end_with_the_study():
+    workers = _Workers()
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt  # unwinds as Ctrl-C does: the workers are stopped below
+
+    previous = (
+        signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
+    )
+    try:
+        yield workers
+    finally:
+        workers.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def worker_threads(jobs: int) -> int:
+    """Threads of each run: the user's OMP_NUM_THREADS when set, else the cores shared by the runs at once."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _run_study(args, output: Path, settings: dict, rows: list[StudyRow], tables: dict, workers: _Workers) -> int:
     (output / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
 
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = worker_threads(args.jobs)
     runs = [(row, seed) for row in rows for seed in args.seeds]
     todo = [(r, s) for r, s in runs if not (output / "runs" / r.name / f"seed{s}" / RESULT_FILE).exists()]
     print(
@@ -195,28 +263,32 @@ def main(argv=None) -> int:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         began = time.perf_counter()
         with open(run_dir / "stdout.txt", "a") as log:
-            status = subprocess.run(
+            status = workers.run(
                 [sys.executable, "-m", "recursivedet.study.run", str(spec)], stdout=log, stderr=log, env=env
-            ).returncode
+            )
         return row, seed, run_dir, status, time.perf_counter() - began
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        for row, seed, run_dir, status, seconds in pool.map(one, todo):
-            done += 1
-            elapsed = time.perf_counter() - start
-            if status == 0:
-                result = json.loads((run_dir / RESULT_FILE).read_text())
-                what = f"AP {result['metrics'].get('AP', float('nan')):.1f}"
-            else:
-                failed.append(run_dir / "stdout.txt")
-                what = f"FAILED (exit {status}; see {run_dir / 'stdout.txt'})"
-            remaining = elapsed / done * (len(todo) - done)
-            print(
-                f"[{done}/{len(todo)}] {row.name} seed {seed}: {what} in {seconds / 60:.1f} min; "
-                f"study {elapsed / 60:.1f} min, about {remaining / 60:.0f} min to go",
-                flush=True,
-            )
-            write_report(output, settings, rows, tables)
+        try:
+            for row, seed, run_dir, status, seconds in pool.map(one, todo):
+                done += 1
+                elapsed = time.perf_counter() - start
+                if status == 0:
+                    result = json.loads((run_dir / RESULT_FILE).read_text())
+                    what = f"AP {result['metrics'].get('AP', float('nan')):.1f}"
+                else:
+                    failed.append(run_dir / "stdout.txt")
+                    what = f"FAILED (exit {status}; see {run_dir / 'stdout.txt'})"
+                remaining = elapsed / done * (len(todo) - done)
+                print(
+                    f"[{done}/{len(todo)}] {row.name} seed {seed}: {what} in {seconds / 60:.1f} min; "
+                    f"study {elapsed / 60:.1f} min, about {remaining / 60:.0f} min to go",
+                    flush=True,
+                )
+                write_report(output, settings, rows, tables)
+        except BaseException:  # Ctrl-C or SIGTERM: stop the runs before the pool waits for them
+            workers.stop()
+            raise
     paths = write_report(output, settings, rows, tables)
     print(f"study: {len(todo) - len(failed)} runs in {(time.perf_counter() - start) / 60:.1f} min")
     for path in paths:
