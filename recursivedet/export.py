@@ -35,6 +35,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
@@ -55,6 +57,7 @@ from recursivedet.engine import (
     require_registered,
 )
 from recursivedet.engine.checkpoint import atomic_write
+from recursivedet.engine.output_folder import output_folder
 from recursivedet.errors import ConfigFileError, UserError, run_command
 from recursivedet.inference.speed import inference_model
 from recursivedet.inference.video import Stopwatch, VideoFrames, VideoWriter
@@ -134,6 +137,26 @@ class SkipUnreadable:
             }
 
 
+# The longer side of a drawing, in pixels: the drawing of a 8000 x 8000 image at full size takes seconds and
+# gigabytes (matplotlib draws at the canvas size), where the detections are as legible at this size.
+MAX_DRAWING_SIDE = 2000
+
+
+def draw_detections(rgb, instances, metadata):
+    """(H, W, 3) RGB image with ``instances`` (in its pixels) drawn by detectron2's Visualizer, scaled down so
+    that its longer side is at most :data:`MAX_DRAWING_SIDE`; returns the drawing, (h, w, 3) RGB uint8."""
+    scale = min(1.0, MAX_DRAWING_SIDE / max(rgb.shape[:2]))
+    return Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(instances).get_image()
+
+
+def write_png(path: Path, rgb) -> None:
+    """Write an RGB image as PNG atomically (never through a symlink at ``path``: it is replaced)."""
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:
+        raise OSError(f"could not encode the drawing {path} as PNG")
+    atomic_write(str(path), lambda f: f.write(png.tobytes()))
+
+
 @torch.no_grad()
 def export_predictions(
     cfg,
@@ -183,7 +206,7 @@ def export_predictions(
                     continue
                 shown = instances[instances.scores >= vis_threshold]
                 name = f"{x['image_id']}_{Path(x['file_name']).stem}.png"
-                Visualizer(image, metadata).draw_instance_predictions(shown).save(str(vis_dir / name))
+                write_png(vis_dir / name, draw_detections(image, shown, metadata))
     print(f"{len(images)} images: {clock.summary(len(images), 'image')}")
     return results, images, skipped
 
@@ -347,8 +370,13 @@ def main(argv=None) -> ExportResult:
     # Before the model runs: a class the dataset does not have would fail the category mapping at the end.
     check_num_classes(cfg, [category_source])
     frames = VideoFrames(args.video, instantiate(cfg.dataloader.test.mapper)) if args.video else None
-    make_output_folder(output)
+    # Before the model runs: a folder that cannot be written, or that another command is writing into, stops here.
+    with output_folder(str(output), "export"):
+        return _export(args, cfg, output, dicts, metadata, frames)
 
+
+def _export(args, cfg, output: Path, dicts, metadata, frames) -> ExportResult:
+    """:func:`main` once the inputs are checked and the output folder is held: the model over the inputs."""
     model = build_model(cfg)
     load_weights(model, args.weights, strict=True)
     model = inference_model(cfg, model)  # train.inference and dataloader.tta switches (none: the model itself)

@@ -1,8 +1,12 @@
 """Loading a checkpoint never runs code stored in it (converter, ``load_weights``, ``--resume``); every
 unusable file is reported with its name and what is wrong with it; training starts clean after a kill."""
 
+import errno
 import logging
+import os
 import pickle
+import resource
+import signal
 from collections import OrderedDict
 
 import numpy as np
@@ -269,3 +273,26 @@ def test_restart_removes_leftovers_of_a_killed_save_and_keeps_max_to_keep(tiny_r
     assert not any((out / name).exists() for name in leftovers)
     assert all((out / name).exists() for name in others)
     assert ("INFO", f"Removing {out / 'model_0000003.pth.tmp'}, left by an interrupted save") in checkpointer_log
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_it(tmp_path):
+    """A full disk (here: a file size limit, which fails writes with EFBIG as a full disk does) during a save:
+    one error naming the file and the folder; the earlier checkpoint and last_checkpoint stay, no partial file."""
+    model = torch.nn.Linear(512, 512)
+    checkpointer = Checkpointer(model, str(tmp_path))
+    checkpointer.save("model_0000000")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        with pytest.raises(CheckpointError) as info:
+            checkpointer.save("model_0000001")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    message = str(info.value)
+    assert message.startswith(f"could not write the checkpoint {tmp_path / 'model_0000001.pth'}")
+    assert message.endswith(f"{tmp_path} keeps its earlier checkpoints") and "\n" not in message
+    assert os.strerror(errno.EFBIG) in message or "disk full" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000000.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"

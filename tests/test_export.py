@@ -10,6 +10,7 @@ import signal
 from contextlib import contextmanager
 
 import pytest
+import torch
 from model_factory import one_thread
 from PIL import Image
 from pycocotools.coco import COCO
@@ -89,7 +90,12 @@ def test_folder_of_images_gives_results_and_an_images_json(trained, tmp_path):
         im = images["images"][r["image_id"] - 1]
         assert -1e-3 <= x and x + w <= im["width"] + 1e-3 and -1e-3 <= y and y + h <= im["height"] + 1e-3
     assert len(list((out / "visualizations").glob("*.png"))) == 4
-    assert sorted(p.name for p in out.iterdir()) == ["images.json", "predictions.json", "visualizations"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".recursivedet.lock",
+        "images.json",
+        "predictions.json",
+        "visualizations",
+    ]
 
 
 def test_registered_dataset_keeps_its_image_and_category_ids(trained, tmp_path):
@@ -268,3 +274,24 @@ def test_a_class_count_other_than_the_datasets_stops_before_the_model_runs(train
         err.count("\n") == 1
     ), err
     assert not (tmp_path / "o").exists()
+
+
+def test_drawings_are_bounded_in_size_and_written_through_no_symlink(tmp_path):
+    """A 5000 x 3000 photo is drawn with its longer side at MAX_DRAWING_SIDE; a symlink planted where the drawing
+    goes is replaced by the drawing, its target left as it was."""
+    import numpy as np
+    from detectron2.data import MetadataCatalog
+    from detectron2.structures import Boxes, Instances
+
+    image = np.zeros((3000, 5000, 3), np.uint8)
+    instances = Instances((3000, 5000), pred_boxes=Boxes(torch.tensor([[100.0, 200.0, 4000.0, 2500.0]])))
+    instances.scores, instances.pred_classes = torch.tensor([0.9]), torch.tensor([0])
+    drawing = export.draw_detections(image, instances, MetadataCatalog.get("drawing_test").set(thing_classes=["a"]))
+    assert max(drawing.shape[:2]) == export.MAX_DRAWING_SIDE and drawing.shape[2] == 3
+    assert drawing.any(), "the box is drawn"
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep")
+    (tmp_path / "drawing.png").symlink_to(target)
+    export.write_png(tmp_path / "drawing.png", drawing)
+    assert target.read_text() == "keep" and not (tmp_path / "drawing.png").is_symlink()
+    assert Image.open(tmp_path / "drawing.png").size == (drawing.shape[1], drawing.shape[0])

@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import sys
+import tempfile
 import warnings
 from collections import OrderedDict
 from urllib.parse import urlparse
@@ -35,6 +36,14 @@ class CheckpointError(UserError, RuntimeError):
 
 # Suffix of the temporary file of atomic_write: what a killed save leaves behind.
 _TMP_SUFFIX = ".tmp"
+# Such files of a checkpoint or of last_checkpoint: NAME.<random>.tmp (NAME.tmp from earlier versions).
+_INTERRUPTED_SAVE = re.compile(r"(last_checkpoint|.+\.pth)(\.[A-Za-z0-9_]+)?\.tmp")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str, write) -> None:
@@ -46,9 +55,13 @@ def atomic_write(path: str, write) -> None:
         with PathManager.open(path, "wb") as f:
             write(f)
         return
-    tmp = f"{path}{_TMP_SUFFIX}"
+    # A new file of a unique name (O_EXCL): never a file of another process, never through a symlink. The
+    # rename replaces a symlink at ``path`` itself rather than writing to its target.
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{name}.", suffix=_TMP_SUFFIX)
     try:
-        with open(tmp, "wb") as f:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make the result private, unlike open()'s files
+        with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())  # the rename must not reach the disk before the data
@@ -237,7 +250,20 @@ class Checkpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        atomic_write(save_file, lambda f: torch.save(data, f))
+        try:
+            atomic_write(save_file, lambda f: torch.save(data, f))
+        except OSError as e:
+            raise CheckpointError(
+                f"could not write the checkpoint {save_file}: {os.strerror(e.errno) if e.errno else e}; "
+                f"{self.save_dir} keeps its earlier checkpoints"
+            ) from None
+        except RuntimeError as e:  # torch.save's own writer reports a failed write (e.g. a full disk) so
+            if "inline_container" not in str(e) and "PytorchStreamWriter" not in str(e):
+                raise
+            raise CheckpointError(
+                f"could not write the checkpoint {save_file} (is the disk full?); {self.save_dir} keeps its earlier "
+                "checkpoints"
+            ) from None
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -289,7 +315,7 @@ class Checkpointer(DetectionCheckpointer):
         if not self._writes_here():
             return
         for name in sorted(os.listdir(self.save_dir)):
-            if name in ("last_checkpoint" + _TMP_SUFFIX,) or name.endswith(".pth" + _TMP_SUFFIX):
+            if _INTERRUPTED_SAVE.fullmatch(name):
                 tmp = os.path.join(self.save_dir, name)
                 if os.path.isfile(tmp):
                     self.logger.info(f"Removing {tmp}, left by an interrupted save")
