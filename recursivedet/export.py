@@ -235,33 +235,38 @@ def export_video(
     clock = Stopwatch()
     reader = iter(frames)
     progress = tqdm(total=frames.num_frames, desc="predicting", unit="frame")
-    while True:
-        with clock("read"):
-            x = next(reader, None)
-        if x is None:
-            break
-        image_id = x["frame"] + 1
-        with clock("model"):
-            instances = model([x])[0]["instances"].to("cpu")
-        instances = instances[instances.scores >= score_threshold]
-        for r in instances_to_coco_json(instances, image_id):
-            r["category_id"] = ids[r["category_id"]]
-            r["frame"] = x["frame"]
-            results.append(r)
-        images.append(
-            {
-                "id": image_id,
-                "frame": x["frame"],
-                "file_name": os.path.basename(frames.path),
-                "width": x["width"],
-                "height": x["height"],
-            }
-        )
+    try:
+        while True:
+            with clock("read"):
+                x = next(reader, None)
+            if x is None:
+                break
+            image_id = x["frame"] + 1
+            with clock("model"):
+                instances = model([x])[0]["instances"].to("cpu")
+            instances = instances[instances.scores >= score_threshold]
+            for r in instances_to_coco_json(instances, image_id):
+                r["category_id"] = ids[r["category_id"]]
+                r["frame"] = x["frame"]
+                results.append(r)
+            images.append(
+                {
+                    "id": image_id,
+                    "frame": x["frame"],
+                    "file_name": os.path.basename(frames.path),
+                    "width": x["width"],
+                    "height": x["height"],
+                }
+            )
+            if writer is not None:
+                with clock("draw"):
+                    shown = instances[instances.scores >= vis_threshold]
+                    writer.write(Visualizer(x["rgb"], metadata).draw_instance_predictions(shown).get_image())
+            progress.update()
+    except BaseException:  # an interrupted export leaves no partial video
         if writer is not None:
-            with clock("draw"):
-                shown = instances[instances.scores >= vis_threshold]
-                writer.write(Visualizer(x["rgb"], metadata).draw_instance_predictions(shown).get_image())
-        progress.update()
+            writer.discard()
+        raise
     progress.close()
     if writer is not None:
         writer.close()

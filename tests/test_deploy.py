@@ -161,6 +161,26 @@ def test_check_pairs_detections_whose_near_equal_scores_swapped_ranks():
     assert difference.class_mismatches == 1
 
 
+def test_every_format_is_checked_before_any_is_written(trained, tmp_path, capsys):
+    """TorchScript and ONNX of a model with REGO: ONNX is refused before model.ts is written."""
+    _, weights = trained
+    out = tmp_path / "deployed"
+    argv = ["--config-file", TINY_CONFIG, "--weights", weights, "--format", "torchscript", "onnx", "--output", out]
+    assert _status(*argv, "model.rego.num_stages=2") == 2
+    assert "ONNX export of a model with REGO is not supported" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_symlink_where_the_model_goes_is_replaced_not_written_through(tmp_path):
+    model = tiny_model("recursivedet").eval()
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(b"keep")
+    (tmp_path / "model.ts").symlink_to(target)
+    write(DeployableDetector(model), _images()[0], "torchscript", tmp_path / "model.ts")
+    assert target.read_bytes() == b"keep" and not (tmp_path / "model.ts").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.bin", "model.ts"]  # no temporary file left
+
+
 def test_onnx_of_rego_is_refused_in_one_line(tmp_path):
     model = tiny_model("recursivedet", **{"rego.num_stages": 1}).eval()
     with pytest.raises(DeployFormatError, match="ONNX export of a model with REGO is not supported"):

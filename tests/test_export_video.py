@@ -87,3 +87,28 @@ def test_a_video_that_cannot_be_opened_is_one_line(trained, tmp_path, capsys, ki
     expected = {"missing": "does not exist", "not a video": "cannot be opened by OpenCV", "folder": "is a folder"}
     assert line.startswith(f"error: --video {video}") and expected[kind] in line
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_video_export_leaves_the_earlier_run_as_it_was(trained, tmp_path, monkeypatch):
+    """Ctrl-C after the first frame: no partial visualized.mp4 replaces the earlier run's, beside its json, and no
+    temporary file is left."""
+    root, weights = trained
+    frames = [np.asarray(Image.open(root / "data" / "tiny_val" / f"00{i}.png").convert("RGB")) for i in range(3)]
+    video = tmp_path / "clip.avi"
+    _write_video(video, frames)
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"visualized.mp4": b"earlier video", "predictions.json": b"[]", "images.json": b"{}"}
+    for name, data in earlier.items():
+        (out / name).write_bytes(data)
+    drawn = []
+
+    def draw_then_stop(self, rgb):
+        drawn.append(rgb)
+        if len(drawn) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.VideoWriter, "write", draw_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        _export(weights, "--video", str(video), "--output", str(out), "--visualize")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".recursivedet.lock"} == earlier

@@ -32,7 +32,7 @@ from recursivedet.export import SkipUnreadable, check_paths, dataset_metadata, i
 from recursivedet.modeling import RecursiveDet
 
 from .check import compare
-from .formats import FORMATS, DeployFormatError, load, require_onnxruntime, write
+from .formats import FORMATS, DeployFormatError, check_format, load, require_onnxruntime, write
 from .graph import DeployableDetector
 
 logger = logging.getLogger("recursivedet.deploy")
@@ -110,6 +110,8 @@ def main(argv=None) -> dict:
             f"the export handles RecursiveDet and Sparse R-CNN models; {args.config_file} builds a "
             f"{type(model).__name__}"
         )
+    for fmt in args.format:  # every format before any is written
+        check_format(model, fmt)
     load_weights(model, args.weights, strict=True)
     model.eval()
     try:
@@ -128,7 +130,7 @@ def main(argv=None) -> dict:
         sizes = ", ".join(f"{h}x{w}" for h, w in difference.sizes)
         print(
             f"{fmt}: wrote {path} (traced at {images[0].shape[1]}x{images[0].shape[2]}); against PyTorch on "
-            f"{len(difference.sizes)} images ({sizes}): {difference.describe()} "
+            f"{len(images)} images at their own and a distorted size ({sizes}): {difference.describe()} "
             f"[tolerance {args.box_tolerance} px, {args.score_tolerance}: {'ok' if within else 'FAILED'}]"
         )
         report[fmt] = {

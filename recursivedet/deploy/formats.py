@@ -8,6 +8,8 @@ graph but takes minutes on this model where the trace takes seconds.) The ONNX f
 the package's ``deploy`` extra: ``pip install 'recursivedet[deploy]'``.
 """
 
+import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -66,26 +68,45 @@ def trace(graph: torch.nn.Module, image: torch.Tensor) -> torch.jit.ScriptModule
         context.__exit__(None, None, None)
 
 
-def write(graph: torch.nn.Module, image: torch.Tensor, fmt: str, path: Path) -> Path:
-    """Write the graph traced on ``image`` as ``fmt`` ("torchscript" or "onnx") to ``path``."""
+def check_format(model: torch.nn.Module, fmt: str) -> None:
+    """:class:`DeployFormatError` if ``model`` cannot be written as ``fmt`` (checked for every format before any
+    is written)."""
     if fmt not in FORMATS:
         raise DeployFormatError(f"unknown export format {fmt!r}; the export writes {', '.join(FORMATS)}")
-    model = graph.model
     if fmt == "onnx" and model.rego is not None and model.rego.at_inference:
         raise DeployFormatError(
             "ONNX export of a model with REGO is not supported (its attention layers do not convert); export "
             "torchscript, or the model without REGO at inference (model.rego.at_inference=False)"
         )
+
+
+def write(graph: torch.nn.Module, image: torch.Tensor, fmt: str, path: Path) -> Path:
+    """Write the graph traced on ``image`` as ``fmt`` ("torchscript" or "onnx") to ``path``: into a new file of
+    a unique name that then replaces ``path`` (never written through a symlink there, never half-written)."""
+    check_format(graph.model, fmt)
     traced = trace(graph, image)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        _write_traced(traced, image, fmt, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _write_traced(traced, image: torch.Tensor, fmt: str, path: str) -> None:
     if fmt == "torchscript":
-        traced.save(str(path))
-        return path
+        traced.save(path)
+        return
     context = _quiet()
     try:
         torch.onnx.export(
             traced,
             (image,),
-            str(path),
+            path,
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=INPUT_NAMES,
@@ -94,7 +115,6 @@ def write(graph: torch.nn.Module, image: torch.Tensor, fmt: str, path: Path) -> 
         )
     finally:
         context.__exit__(None, None, None)
-    return path
 
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

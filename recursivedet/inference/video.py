@@ -1,6 +1,8 @@
 """Videos for the export: frames read with OpenCV and prepared as the config's test mapper prepares images,
 drawn detections written back as a video, and the time spent reading, in the model and drawing."""
 
+import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,12 +95,17 @@ def _pil(rgb: np.ndarray):
 
 
 class VideoWriter:
-    """Writes RGB frames to an .mp4 (MPEG-4 part 2, which OpenCV's own encoder always has)."""
+    """Writes RGB frames to an .mp4 (MPEG-4 part 2, which OpenCV's own encoder always has): into a new file of a
+    unique name that :meth:`close` renames to ``path``, so that an interrupted export leaves no partial video
+    (and an earlier run's video stays with its json) and nothing is written through a symlink at ``path``."""
 
     def __init__(self, path: Path, fps: float, width: int, height: int):
         self.path = path
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        fd, self.partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        os.close(fd)
+        self.writer = cv2.VideoWriter(self.partial, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
         if not self.writer.isOpened():
+            self.discard()
             raise VideoError(f"OpenCV cannot write the video {path}")
 
     def write(self, rgb: np.ndarray) -> None:
@@ -106,3 +113,12 @@ class VideoWriter:
 
     def close(self) -> None:
         self.writer.release()
+        os.chmod(self.partial, 0o644)
+        os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        """Drop the partial video (the export was interrupted or failed)."""
+        if hasattr(self, "writer"):
+            self.writer.release()
+        if os.path.exists(self.partial):
+            os.remove(self.partial)
