@@ -96,5 +96,18 @@ def get_config(name: str | os.PathLike):
     return LazyConfig.load(get_config_file(name))
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    """``python -m recursivedet.model_zoo``: the config names, one a line."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m recursivedet.model_zoo",
+        description="List the names of the configs that get_config and --config-file take, one a line.",
+    )
+    parser.parse_args(argv)
     print("\n".join(config_names()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

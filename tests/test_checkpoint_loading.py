@@ -296,3 +296,12 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_it(tmp_path):
     assert os.strerror(errno.EFBIG) in message or "disk full" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000000.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"
+
+
+def test_a_tensor_of_another_shape_is_named_once(tmp_path):
+    source, target = torch.nn.Sequential(torch.nn.Linear(4, 3)), torch.nn.Sequential(torch.nn.Linear(4, 5))
+    torch.save({"model": source.state_dict()}, tmp_path / "w.pth")
+    with pytest.raises(CheckpointError) as info:
+        Checkpointer(target, strict=True).load(str(tmp_path / "w.pth"), checkpointables=[])
+    message = str(info.value)
+    assert "2 with another shape (0.weight (3, 4)->(5, 4), 0.bias (3,)->(5,))" in message and "missing" not in message

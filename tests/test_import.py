@@ -35,3 +35,13 @@ def test_import_registers_builtin_datasets_without_writing(tmp_path):
     assert info["shapes_train"][1] != info["shapes_val"][1]
     assert list(cache.iterdir()) == []
     assert not (home / ".cache" / "recursivedet").exists()
+
+
+def test_model_zoo_command_lists_the_names_and_has_usage(capsys):
+    from recursivedet import model_zoo
+
+    assert model_zoo.main([]) == 0
+    assert "recursivedet_shapes_demo.py" in capsys.readouterr().out.splitlines()
+    with pytest.raises(SystemExit) as stop:
+        model_zoo.main(["--help"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m recursivedet.model_zoo")

@@ -55,6 +55,11 @@ BEFORE_START = [
         "dataset 'tiny_trian' is not registered; did you mean tiny_train, tiny_val? Register a COCO-format "
         "dataset with recursivedet.data.register_coco_dataset(name, json_file, image_root).",
     ),
+    (
+        ["dataloader.train.dataset.names=xyzzy"],
+        "dataset 'xyzzy' is not registered. Register a COCO-format "
+        "dataset with recursivedet.data.register_coco_dataset(name, json_file, image_root).",
+    ),
     (["train.amp.enabled=True"], "train.amp.enabled=True needs a CUDA device (train.device=cpu)"),
     (
         ["model.decoder.stage.num_classes=80"],

@@ -422,15 +422,18 @@ class Checkpointer(DetectionCheckpointer):
             )
         incompatible = super()._load_model(checkpoint)
         num_model_keys = len(self.model.state_dict())
+        # fvcore leaves tensors of another shape out of the load, so they come back as missing too: name them once
+        reshaped = {k for k, _, _ in incompatible.incorrect_shapes}
+        missing = [k for k in incompatible.missing_keys if k not in reshaped]
         problems = []
         for what, keys in [
             ("with another shape", [f"{k} {a}->{b}" for k, a, b in incompatible.incorrect_shapes]),
-            ("missing", incompatible.missing_keys),
+            ("missing", missing),
             ("unexpected", incompatible.unexpected_keys),
         ]:
             if keys:
                 problems.append(f"{len(keys)} {what} ({_some(keys)})")
-        loaded = num_model_keys - len(incompatible.missing_keys) - len(incompatible.incorrect_shapes)
+        loaded = num_model_keys - len(missing) - len(incompatible.incorrect_shapes)
         if (self.strict and problems) or loaded <= 0:
             hint = " (an official checkpoint? convert it: python -m recursivedet.convert)" if official else ""
             raise CheckpointError(

@@ -57,7 +57,7 @@ def require_registered(names: str | list[str]) -> list[str]:
     for name in names:
         if name not in registered:
             close = difflib.get_close_matches(name, registered, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = f"; did you mean {', '.join(close)}?" if close else "."
             raise DatasetNotFoundError(
                 f"dataset {name!r} is not registered{hint} Register a COCO-format dataset with "
                 "recursivedet.data.register_coco_dataset(name, json_file, image_root)."
