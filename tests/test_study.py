@@ -339,3 +339,43 @@ def test_study_command_refuses_bad_arguments(argv, message, tmp_path, capsys):
         main([*argv, "--output", str(tmp_path / "study")])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "study").exists()  # refused before anything was written
+
+
+def test_overrides_written_after_list_options_stay_overrides():
+    from recursivedet.study.__main__ import argument_parser, overrides_last
+
+    argv = ["--rows", "table4", "model.num_proposals=8", "--seeds", "0", "1", "train.max_iter=5", "--row", "r: a=1"]
+    args = argument_parser().parse_args(overrides_last(argv))
+    assert args.rows == ["table4"] and args.seeds == [0, 1] and args.row[0].overrides == ("a=1",)
+    assert args.opts == ["model.num_proposals=8", "train.max_iter=5"]
+
+
+def test_report_takes_the_studys_own_settings(tmp_path, capsys):
+    """``--report --output DIR`` alone: the study's settings, rows and every completed seed, not the defaults."""
+    from recursivedet.study.__main__ import main
+
+    study = tmp_path / "study"
+    rows, tables = select_rows(["pe_diffusiondet"], [])
+    settings = {
+        "config": "recursivedet_shapes_demo.py",
+        "overrides": [],
+        "seeds": [2],
+        "iters": 900,
+        "eval_period": 900,
+        "max_stages": 4,
+        "score_threshold": 0.3,
+        "rows": {r.name: {"config": r.config, "overrides": list(r.overrides), "paper": r.paper} for r in rows},
+        "tables": {t: list(n) for t, n in tables.items()},
+    }
+    (study).mkdir()
+    (study / "study.json").write_text(json.dumps(settings))
+    for row, aps in (("recursivedet_diffusiondet_no_pe", [50.0, 51.0]), ("recursivedet_diffusiondet", [52.0, 54.0])):
+        for seed, ap in enumerate(aps):
+            run = study / "runs" / row / f"seed{seed}"
+            run.mkdir(parents=True)
+            result = {"seed": seed, "params": 1, "metrics": {"AP": ap}, "curve": [], "stages": {}, "train_seconds": 6}
+            (run / "result.json").write_text(json.dumps(result))
+    assert main(["--output", str(study), "--report"]) == 0
+    text = (study / "table.md").read_text()
+    assert text.startswith("Budget: 900 iterations per run, seeds [0, 1]")
+    assert "| 0: +2.0, 1: +3.0 | +2.5 |" in text

@@ -34,7 +34,7 @@ from recursivedet.model_zoo import get_config_file
 
 from .plots import draw_plots
 from .report import study_tables, tables_markdown
-from .rows import DEFAULT_GROUPS, REGO_BASELINES, StudyRow, parse_row, select_rows
+from .rows import DEFAULT_GROUPS, PAPER_ROWS, REGO_BASELINES, StudyRow, StudyRowError, parse_row, select_rows
 from .run import RESULT_FILE, SPEC_FILE
 
 BASE_CONFIG = "recursivedet_shapes_demo.py"
@@ -52,10 +52,10 @@ def argument_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 2)[2],
     )
-    parser.add_argument("--rows", nargs="+", default=list(DEFAULT_GROUPS), help="groups or row names")
+    parser.add_argument("--rows", nargs="+", help=f"groups or row names ({' '.join(DEFAULT_GROUPS)})")
     parser.add_argument("--row", action="append", default=[], type=parse_row, help='"NAME: key=value ..."')
     parser.add_argument("--config-file", default=BASE_CONFIG, help=f"base config of the rows ({BASE_CONFIG})")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="train.seed of each run (0 1 2)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="train.seed of each run (0 1 2)")
     parser.add_argument("--iters", type=int_at_least(1), default=200, help="training iterations of every run (200)")
     parser.add_argument("--eval-points", type=int_at_least(1), default=4, help="evaluations per run for the curves (4)")
     parser.add_argument(
@@ -66,7 +66,12 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", default="output/study", help="study folder (output/study)")
     parser.add_argument("--jobs", type=int_at_least(1), default=1, help="runs at once, sharing the CPU cores (1)")
-    parser.add_argument("--report", action="store_true", help="only rewrite the report from completed runs")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite the report from completed runs, with the study's own settings (its rows unless --rows "
+        "or --row are given, every seed completed unless --seeds is)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides of every run, key=value")
     return parser
 
@@ -156,24 +161,78 @@ def write_report(output: Path, settings: dict, rows: list[StudyRow], tables: dic
     return [output / "table.md", output / "table.json", *plots]
 
 
+def overrides_last(argv: list[str]) -> list[str]:
+    """``argv`` with its ``key=value`` overrides moved to the end, so that list options (``--rows``, ``--seeds``)
+    written before them do not take them as values (a ``--row`` value, "NAME: key=value ...", stays)."""
+    rest, overrides = [], []
+    for i, token in enumerate(argv):
+        is_override = "=" in token and not token.startswith("-") and (i == 0 or argv[i - 1] != "--row")
+        (overrides if is_override else rest).append(token)
+    return rest + overrides
+
+
+def _saved_row(name: str, saved: dict) -> StudyRow:
+    """A row of a study's settings: the paper row of that name when it is the same, else a row of its own."""
+    row = PAPER_ROWS.get(name)
+    if row is not None and [row.config, list(row.overrides), row.paper] == [
+        saved["config"],
+        saved["overrides"],
+        saved["paper"],
+    ]:
+        return row
+    return StudyRow(name, tuple(saved["overrides"]), saved["config"], saved["paper"])
+
+
+def report_only(args, output: Path) -> int:
+    """``--report``: the tables and plots from the completed runs, with the study's own settings."""
+    path = output / SETTINGS_FILE
+    if not path.is_file():
+        raise StudyError(f"{output} holds no study ({SETTINGS_FILE} is missing): nothing to report")
+    saved = json.loads(path.read_text())
+    if args.rows is None and not args.row:
+        rows, tables = [_saved_row(name, r) for name, r in saved["rows"].items()], saved["tables"]
+    else:
+        rows, tables = select_rows(args.rows or [], args.row)
+    seeds = args.seeds or sorted(
+        {
+            int(p.name.removeprefix("seed"))
+            for r in rows
+            for p in (output / "runs" / r.name).glob("seed*")
+            if (p / RESULT_FILE).exists()
+        }
+    )
+    settings = {
+        **saved,
+        "seeds": seeds,
+        "rows": {r.name: {"config": r.config, "overrides": list(r.overrides), "paper": r.paper} for r in rows},
+        "tables": {t: list(names) for t, names in tables.items()},
+    }
+    for written in write_report(output, settings, rows, tables):
+        print(f"wrote {written}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argument_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(overrides_last(list(sys.argv[1:] if argv is None else argv)))
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        parser.error(f"--output {output} is an existing file, not a folder")
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds {args.seeds} repeats a seed")
+    if args.report:
+        try:
+            return report_only(args, output)
+        except StudyRowError as e:
+            parser.error(str(e))
+    args.rows = list(DEFAULT_GROUPS) if args.rows is None else args.rows
+    args.seeds = [0, 1, 2] if args.seeds is None else args.seeds
     try:
         rows, tables = select_rows(args.rows, args.row)
     except UserError as e:
         parser.error(str(e))
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds {args.seeds} repeats a seed")
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        parser.error(f"--output {output} is an existing file, not a folder")
     settings = study_settings(args, rows, tables)
     check_same_study(output, settings)
-    if args.report:
-        for path in write_report(output, settings, rows, tables):
-            print(f"wrote {path}")
-        return 0
     check_rows(settings, rows)
     # One study per folder at a time: a second one (e.g. started again to resume while the first still runs)
     # would train the same runs into the same folders.
