@@ -107,9 +107,17 @@ def image_folder_dicts(folder: str) -> list[dict]:
         raise DatasetError(f"--images {folder} does not exist")
     if not os.path.isdir(folder):
         raise DatasetError(f"--images {folder} is a file, not a folder of images")
-    files = sorted(f for f in os.listdir(folder) if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    entries = sorted(os.listdir(folder))
+    files = [f for f in entries if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
     if not files:
         raise DatasetError(f"--images {folder} holds no image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    others = [f + ("/" if os.path.isdir(os.path.join(folder, f)) else "") for f in entries if f not in files]
+    if others:  # not searched: subfolders; not read: other formats (e.g. .gif, which OpenCV does not decode)
+        logger.warning(
+            f"--images {folder}: left out {len(others)} entries that are no images of the formats read "
+            f"({', '.join(sorted(IMAGE_EXTENSIONS))}; subfolders are not searched): {', '.join(others[:5])}"
+            + (", ..." if len(others) > 5 else "")
+        )
     return [{"file_name": os.path.join(folder, f), "image_id": i} for i, f in enumerate(files, start=1)]
 
 

@@ -134,3 +134,12 @@ def test_a_config_without_the_training_keys_is_named_in_one_line(tmp_path, capsy
         "model, train, dataloader, optimizer, lr_multiplier (start from one, e.g. "
         "model_zoo.get_config('recursivedet_shapes_demo.py'), and change what differs)"
     ]
+
+
+def test_a_config_that_exits_while_loaded_is_an_error_not_a_silent_success(tmp_path):
+    from recursivedet.errors import ConfigFileError
+
+    config = tmp_path / "exits.py"
+    config.write_text("import sys\nsys.exit(0)\n")
+    with pytest.raises(ConfigFileError, match=r"config file .*exits.py called sys.exit\(0\) while it was loaded"):
+        load_config(str(config))

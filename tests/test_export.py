@@ -295,3 +295,13 @@ def test_drawings_are_bounded_in_size_and_written_through_no_symlink(tmp_path):
     export.write_png(tmp_path / "drawing.png", drawing)
     assert target.read_text() == "keep" and not (tmp_path / "drawing.png").is_symlink()
     assert Image.open(tmp_path / "drawing.png").size == (drawing.shape[1], drawing.shape[0])
+
+
+def test_an_images_folder_names_what_it_leaves_out(tmp_path, caplog):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.gif").write_bytes(b"")
+    (tmp_path / "more").mkdir()
+    with caplog.at_level(logging.WARNING, logger="recursivedet.export"):
+        dicts = export.image_folder_dicts(str(tmp_path))
+    assert [d["file_name"] for d in dicts] == [str(tmp_path / "a.png")]
+    assert "left out 2 entries" in caplog.text and "b.gif, more/" in caplog.text

@@ -247,6 +247,8 @@ def load_config(config_file: str, overrides: list[str] | None = None):
         error = e.__cause__ if isinstance(e.__cause__, SyntaxError) else e
         file = error.filename if error.filename and not error.filename.startswith("<") else config_file
         raise ConfigFileError(f"config file {file}, line {error.lineno}: {error.msg}") from None
+    except SystemExit as e:  # a config is executed to be read: an exit there would end the command silently
+        raise ConfigFileError(f"config file {config_file} called sys.exit({e.code!r}) while it was loaded") from None
     overrides = list(overrides or [])
     check_overrides(cfg, overrides)
     return LazyConfig.apply_overrides(cfg, overrides)
