@@ -146,3 +146,21 @@ def test_boxes_that_are_not_finite_stop_inference_with_one_message():
         with pytest.raises(NonFiniteError, match=r"8 of 8 boxes given to RoIAlign are not finite \(NaN or inf\)"):
             with torch.no_grad():
                 model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])
+
+
+def test_a_workers_failure_caused_by_a_peers_error_is_logged_in_one_line(tmp_path, monkeypatch):
+    """Rank 0's all-reduce fails when rank 1 stops with a NaN loss: once rank 1 has reported its error, rank 0's
+    failure is logged as a consequence in one line instead of a gloo traceback; before, it keeps its traceback."""
+    import logging
+
+    from recursivedet.engine.cli import ERROR_DIR_ENV
+    from recursivedet.engine.train_loop import _UserErrorRecord
+
+    error = RuntimeError("Connection closed by peer")
+    record = logging.LogRecord("detectron2", logging.ERROR, "", 0, "Exception during training:", (), None)
+    record.exc_info = (RuntimeError, error, None)
+    monkeypatch.setenv(ERROR_DIR_ENV, str(tmp_path))
+    assert _UserErrorRecord().filter(record) and record.exc_info is not None
+    (tmp_path / "rank1.txt").write_text("loss loss_bbox_1 is nan")
+    assert _UserErrorRecord().filter(record) and record.exc_info is None
+    assert record.getMessage() == "Training stopped: another process stopped first (RuntimeError)"

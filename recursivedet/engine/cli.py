@@ -255,6 +255,17 @@ def load_config(config_file: str, overrides: list[str] | None = None):
 
 
 # ---- several processes -----------------------------------------------------------------------------------
+# The folder in which the workers of one launch report their user errors (set in each worker).
+ERROR_DIR_ENV = "RECURSIVEDET_WORKER_ERRORS"
+
+
+def peer_reported_error() -> bool:
+    """In a worker process: another worker has already stopped with a user error (so this one's failure, e.g. a
+    collective operation that lost its peer, is a consequence, not the cause)."""
+    folder = os.environ.get(ERROR_DIR_ENV)
+    return bool(folder) and os.path.isdir(folder) and any(os.scandir(folder))
+
+
 class WorkerError(UserError):
     """A :class:`UserError` that stopped a worker process, re-raised in the launching process (its message)."""
 
@@ -262,6 +273,7 @@ class WorkerError(UserError):
 def _report_user_error(main, error_dir: str, *args):
     """Run ``main(*args)`` in a worker; on a :class:`UserError` write its message to ``error_dir`` and exit with
     the user-error status, so the launching process prints it once instead of torch's worker traceback."""
+    os.environ[ERROR_DIR_ENV] = error_dir  # where this worker's training log learns that a peer failed first
     try:
         return main(*args)
     except UserError as e:

@@ -23,6 +23,7 @@ from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, NonFiniteError,
 from recursivedet.inference.speed import inference_model
 
 from .checkpoint import Checkpointer, CheckpointError, load_weights
+from .cli import peer_reported_error
 from .finetune import scale_lr_to_batch_size
 from .hooks import EvalHook, GradClipHook, IterationSeedHook, NonFiniteCheck, NonFiniteLossError
 from .loader import TrainLoader, dataset_categories, require_registered
@@ -279,8 +280,13 @@ class _UserErrorRecord(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, UserError) and os.environ.get(TRACEBACK_ENV, "") in ("", "0"):
+        if error is None or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            return True
+        if isinstance(error, UserError):
             record.msg, record.args = "Training stopped: %s", (error,)
+            record.exc_info = record.exc_text = None
+        elif peer_reported_error():  # e.g. a gradient all-reduce whose peer stopped: the peer's error is the cause
+            record.msg, record.args = "Training stopped: another process stopped first (%s)", (type(error).__name__,)
             record.exc_info = record.exc_text = None
         return True
 
