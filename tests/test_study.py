@@ -200,7 +200,7 @@ def test_paired_differences_interval_and_verdicts():
     )
     assert noisy["interval"][0] < 0 < noisy["interval"][1]
     assert verdict(noisy, 0.8) == "not resolved" and verdict(noisy, 0.0) == "equal within noise"
-    assert verdict(paired_difference(row[:1], base), 0.8) == "too few seeds"
+    assert verdict(paired_difference(row[:2], base), 0.8) == "too few seeds (2)"
 
 
 def test_report_states_the_paired_comparisons_of_a_group():

@@ -40,12 +40,17 @@ def paired_difference(row: list[dict], baseline: list[dict], metric: str = "AP",
     return {"per_seed": dict(sorted(per_seed.items())), "mean": mean, "interval": (low, high), "level": level}
 
 
+# Fewer paired seeds give no verdict: the interval of two differences rests on one spread estimate.
+MIN_SEEDS_FOR_A_VERDICT = 3
+
+
 def verdict(difference: dict, paper_delta: float | None) -> str:
     """ "reproduced" / "contradicted" only when the interval excludes 0 (with the paper's sign / against it);
-    for an A/A control (paper_delta 0) "equal within noise" when it includes 0; else "not resolved"."""
+    for an A/A control (paper_delta 0) "equal within noise" when it includes 0; else "not resolved". None of
+    them from fewer than MIN_SEEDS_FOR_A_VERDICT paired seeds."""
     low, high = difference["interval"]
-    if math.isnan(low):
-        return "too few seeds"
+    if len(difference["per_seed"]) < MIN_SEEDS_FOR_A_VERDICT:
+        return f"too few seeds ({len(difference['per_seed'])})"
     excludes_zero = low > 0 or high < 0
     if paper_delta == 0.0:
         return "differs: not an A/A pair" if excludes_zero else "equal within noise"
