@@ -207,7 +207,7 @@ def test_decoder_receives_maps_in_the_layout_it_reads_fastest():
         model = tiny_model("recursivedet", **{"decoder.gather_roi_align": gather}).eval()
         with torch.no_grad():
             images = model.preprocess_image(TWO_IMAGES)
-            features = model.decoder_inputs(images, model.run_backbone(images))[0]
+            features = model.decode(images, model.run_backbone(images)).features
         assert all(f.is_contiguous(memory_format=layout) for f in features), gather
 
 

@@ -54,36 +54,51 @@ class SetCriterion(nn.Module):
             torch.distributed.all_reduce(count)
         return max(count.item() / comm.get_world_size(), 1.0)
 
-    def forward(self, logits, boxes, targets, num_boxes: float):
+    def forward(self, logits, boxes, targets, num_boxes: float | None = None):
         """Weighted losses of one set of predictions.
 
         Args:
             logits: (B, N, K); boxes: (B, N, 4) normalised cxcywh.
             targets: list of B dicts with "labels" (G_i,) and "boxes" (G_i, 4) normalised cxcywh.
-            num_boxes: normaliser from :meth:`num_boxes`.
+            num_boxes: :meth:`num_boxes` of the batch (None: of these targets), computed once for all stages.
         Returns:
             dict with weighted "loss_cls", "loss_bbox" (L1) and "loss_giou".
         """
         indices = self.matcher(logits, boxes, targets)
-        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]).to(logits.device)
-        src_idx = torch.cat([src for src, _ in indices]).to(logits.device)
-
-        onehot = torch.zeros_like(logits)
+        device = logits.device
+        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]).to(device)
+        src_idx = torch.cat([src for src, _ in indices]).to(device)
         matched_labels = torch.cat(
             [t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices, strict=True)]
         )
-        onehot[batch_idx, src_idx, matched_labels] = 1
-        loss_cls = sigmoid_focal_loss(logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum")
-
-        src_boxes = boxes[batch_idx, src_idx]
         gt_boxes = torch.cat(
             [t["boxes"][tgt.to(t["boxes"].device)] for t, (_, tgt) in zip(targets, indices, strict=True)]
         )
-        loss_l1 = (l1_coordinates(src_boxes, self.l1_box_format) - l1_coordinates(gt_boxes, self.l1_box_format)).abs()
-        loss_l1 = loss_l1.sum()
-        loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src_boxes), cxcywh_to_xyxy(gt_boxes), reduction="sum")
+        if num_boxes is None:
+            num_boxes = self.num_boxes(targets, device)
+        normaliser = self.normaliser(len(src_idx), num_boxes)
+
+        onehot = torch.zeros_like(logits)
+        onehot[batch_idx, src_idx, matched_labels.to(device)] = 1
+        loss_cls = sigmoid_focal_loss(logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum")
+
+        loss_l1, loss_giou = self.box_losses(boxes[batch_idx, src_idx], gt_boxes.to(device))
+        if not len(src_idx):  # no pair: a zero that keeps every prediction in the graph
+            loss_giou = boxes.sum() * 0
         return {
-            "loss_cls": self.class_weight * loss_cls / num_boxes,
-            "loss_bbox": self.l1_weight * loss_l1 / num_boxes,
-            "loss_giou": self.giou_weight * loss_giou / num_boxes,
+            "loss_cls": self.class_weight * loss_cls / normaliser,
+            "loss_bbox": self.l1_weight * loss_l1 / normaliser,
+            "loss_giou": self.giou_weight * loss_giou / normaliser,
         }
+
+    def box_losses(self, boxes: torch.Tensor, gt_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed L1 and GIoU losses of (M, 4) matched normalised cxcywh boxes and their (M, 4) targets."""
+        loss_l1 = (l1_coordinates(boxes, self.l1_box_format) - l1_coordinates(gt_boxes, self.l1_box_format)).abs()
+        loss_l1 = loss_l1.sum()  # before the GIoU: autograd adds the two gradients in the order they were made
+        if not len(boxes):
+            return loss_l1, None
+        return loss_l1, generalized_box_iou_loss(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(gt_boxes), reduction="sum")
+
+    def normaliser(self, num_pairs: int, num_boxes: float | None) -> float:
+        """What each summed loss is divided by: the GT boxes averaged over workers (:meth:`num_boxes`)."""
+        return num_boxes

@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
 
     start = time.perf_counter()
     stages = {}
-    if hasattr(model, "stage_outputs"):
+    if model.per_stage_analysis:
         dataset = OmegaConf.select(cfg, "dataloader.test.dataset.names")
         dataset = dataset if isinstance(dataset, str) else dataset[0]
         count = _stage_count(model, spec["max_stages"])

@@ -53,7 +53,9 @@ class AdaMixerDecoder(nn.Module):
         """The parameters used at stage t (0-based)."""
         return self.stages[self.schedule.module_index(t)]
 
-    def forward(self, features, strides, query, xyzr, image_whwh, num_stages: int | None = None):
+    def forward(
+        self, features, strides, query, xyzr, image_whwh, num_stages: int | None = None, return_features: bool = False
+    ):
         """Run the stages.
 
         Args:
@@ -61,9 +63,11 @@ class AdaMixerDecoder(nn.Module):
             query: (B, N, c) initial query contents; xyzr: (B, N, 4) initial positions (x, y, z, r).
             image_whwh: (B, 4) image sizes (w, h, w, h) in pixels.
             num_stages: stages to run; None = ``num_stages`` in training, ``inference_stages`` in eval mode.
+            return_features: also return the last query contents (B, N, c) (REGO's H_dec(0)).
         Returns:
             list over stages of (class logits (B, N, K), positions (B, N, 4)); positions are detached between
-            stages (official code), not in the returned predictions.
+            stages (official code), not in the returned predictions. With ``return_features`` the pair (that
+            list, the last query contents).
         """
         outputs = []
         if num_stages is None:
@@ -75,4 +79,4 @@ class AdaMixerDecoder(nn.Module):
             logits, new_xyzr, query = stage(features, strides, query, xyzr, image_whwh, self.schedule.passes(t))
             outputs.append((logits, new_xyzr))
             xyzr = new_xyzr.detach()
-        return outputs
+        return (outputs, query) if return_features else outputs

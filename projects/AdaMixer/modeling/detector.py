@@ -9,20 +9,22 @@ here for its parameter count and checkpoints.
 """
 
 import torch
-from detectron2.modeling import Backbone, detector_postprocess
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.modeling import Backbone
+from detectron2.modeling.poolers import ROIPooler
 from torch import nn
 from torch.nn import functional as F
 
-from recursivedet.errors import ConfigValueError
 from recursivedet.modeling.box_utils import cxcywh_to_xyxy, image_whwh, xyxy_to_cxcywh
 from recursivedet.modeling.criterion import SetCriterion
+from recursivedet.modeling.query_detector import Decoded, QueryDetector
+from recursivedet.modeling.rego import RecurrentGlimpseDecoder
+from recursivedet.modeling.roi_align import pool_roi_features
 
 from .boxes import xyxy_to_xyzr, xyzr_to_xyxy
 from .decoder import AdaMixerDecoder
 
 
-class AdaMixer(nn.Module):
+class AdaMixer(QueryDetector):
     """Backbone + neck, query generator, decoder, criterion.
 
     Args:
@@ -36,6 +38,9 @@ class AdaMixer(nn.Module):
         detections_per_image: top-k over N x K sigmoid scores at inference (official: N), no NMS.
         pixel_mean, pixel_std, input_format: input normalisation (official: RGB, torchvision statistics).
         channels_last: run the backbone in channels-last memory format (same numbers up to rounding).
+        rego: REGO's :class:`~recursivedet.modeling.rego.RecurrentGlimpseDecoder` after the decoder, on its last
+            positions (as boxes) and query contents; its glimpses are RoIAligned from the neck's maps (this host's
+            decoder samples points and has no RoI pooler). None or 0 stages: none.
     """
 
     def __init__(
@@ -52,60 +57,44 @@ class AdaMixer(nn.Module):
         pixel_std: tuple[float, ...] = (58.395, 57.120, 57.375),
         input_format: str = "RGB",
         channels_last: bool = False,
+        rego: RecurrentGlimpseDecoder | None = None,
     ):
-        super().__init__()
-        for key, value in (("num_proposals", num_proposals), ("detections_per_image", detections_per_image)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigValueError(f"model.{key} must be a positive integer, got {value!r}")
         dim = decoder.stages[0].dim
-        shapes = backbone.output_shape()
-        missing = [f for f in in_features if f not in shapes]
-        if missing:
-            raise ConfigValueError(f"model.in_features {missing} are not backbone outputs; it gives {sorted(shapes)}")
-        if any(shapes[f].channels != dim for f in in_features):
-            raise ConfigValueError(f"backbone channels must equal the decoder width {dim} (model.decoder.stage.dim)")
-        self.backbone = backbone
+        super().__init__(
+            backbone=backbone,
+            dim=dim,
+            in_features=in_features,
+            num_proposals=num_proposals,
+            deep_supervision=deep_supervision,
+            detections_per_image=detections_per_image,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            input_format=input_format,
+            channels_last=channels_last,
+            fold_frozen_batchnorm=False,  # the official ResNet applies its frozen batch norms after each conv
+        )
         self.decoder = decoder
         self.criterion = criterion
-        self.rego = None  # the analysis tools' interface: no REGO on this host
-        self.in_features = list(in_features)
-        self.strides = [shapes[f].stride for f in self.in_features]
-        self.num_proposals = num_proposals
-        self.deep_supervision = deep_supervision
-        self.detections_per_image = detections_per_image
-        self.input_format = input_format
-        self.channels_last = channels_last
         self.init_proposal_boxes = nn.Embedding(num_proposals, 4)
         self.init_proposal_features = nn.Embedding(num_proposals, dim)
         with torch.no_grad():
             self.init_proposal_boxes.weight[:, :2] = 0.5
             self.init_proposal_boxes.weight[:, 2:] = 1.0
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
+        self.attach_rego(rego)
+        self.glimpse_pooler = None
+        if self.rego is not None:
+            self.glimpse_pooler = ROIPooler(
+                output_size=self.rego.resolution,
+                scales=[1.0 / s for s in self.strides],
+                sampling_ratio=2,
+                pooler_type="ROIAlignV2",
+            )
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs) -> ImageList:
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
-
-    def run_backbone(self, images: ImageList) -> dict[str, torch.Tensor]:
-        """The backbone's (and neck's) output maps."""
-        tensor = images.tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else images.tensor
-        return self.backbone(tensor)
-
-    def run_head(self, images: ImageList, feature_maps: dict[str, torch.Tensor], num_stages: int | None = None):
-        """Everything after the backbone up to the stage outputs (the analysis tools' timed "head"): list over
-        stages of (logits (B, N, K), positions (B, N, 4) (x, y, z, r))."""
-        whwh = image_whwh(images.image_sizes, self.device)
-        content, xyzr = self.initial_queries(whwh)
-        layout = self.decoder.feature_memory_format
-        features = [feature_maps[f].contiguous(memory_format=layout) for f in self.in_features]
-        return self.decoder(features, self.strides, content, xyzr, whwh, num_stages)
+    def glimpse_pool(self, features, pixel_boxes: torch.Tensor) -> torch.Tensor:
+        """REGO's RoI features (B * N, R * R, c) of (B, N, 4) pixel boxes on the neck's maps (ROIAlignV2, 2
+        samples per bin, as the library's decoder pools)."""
+        gather = features[0].is_contiguous(memory_format=torch.channels_last)
+        return pool_roi_features(self.glimpse_pooler, features, pixel_boxes, gather)
 
     def initial_queries(self, whwh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, c) layer-normalised contents and (B, N, 4) detached positions of the images (B, 4) whwh."""
@@ -114,66 +103,14 @@ class AdaMixer(nn.Module):
         content = F.layer_norm(content, content.shape[-1:])[None].expand(len(whwh), -1, -1)
         return content, xyxy_to_xyzr(boxes).detach()
 
-    def run_decoder(self, images: ImageList, num_stages: int | None = None):
-        """Backbone + decoder -> list over stages of (logits (B, N, K), boxes (B, N, 4) normalised cxcywh), and
-        the (B, 4) image sizes whwh."""
+    def decode(self, images, feature_maps, num_stages=None, targets=None, return_states=False) -> Decoded:
+        """The N queries through the decoder, its (x, y, z, r) positions given as normalised cxcywh boxes (see
+        :meth:`QueryDetector.decode`)."""
         whwh = image_whwh(images.image_sizes, self.device)
-        outputs = self.run_head(images, self.run_backbone(images), num_stages)
-        return [(logits, xyxy_to_cxcywh(xyzr_to_xyxy(b) / whwh[:, None, :])) for logits, b in outputs], whwh
-
-    def stage_outputs(self, images: ImageList, num_stages: int | None = None) -> dict[str, tuple]:
-        """``{"stage t": (logits (B, N, K), boxes (B, N, 4) normalised cxcywh)}`` for t = 1..num_stages (None: the
-        decoder's ``inference_stages``), as the library's ``RecursiveDet.stage_outputs`` (per-stage analysis)."""
-        outputs, _ = self.run_decoder(images, num_stages)
-        return {f"stage {t + 1}": output for t, output in enumerate(outputs)}
-
-    def forward(self, batched_inputs: list[dict]):
-        """detectron2 convention: training returns a loss dict, inference ``[{"instances": ...}]``."""
-        images = self.preprocess_image(batched_inputs)
-        outputs, _ = self.run_decoder(images)
-        if self.training:
-            targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs])
-            return self.losses(outputs, targets)
-        results = self.inference(*outputs[-1], images.image_sizes)
-        return [
-            {"instances": detector_postprocess(r, x.get("height", s[0]), x.get("width", s[1]))}
-            for r, x, s in zip(results, batched_inputs, images.image_sizes, strict=True)
-        ]
-
-    def prepare_targets(self, instances: list[Instances]) -> list[dict]:
-        """GT labels and boxes normalised by each image's size, as (cx, cy, w, h)."""
-        targets = []
-        for inst in instances:
-            whwh = image_whwh([inst.image_size], self.device)
-            targets.append({"labels": inst.gt_classes, "boxes": xyxy_to_cxcywh(inst.gt_boxes.tensor / whwh)})
-        return targets
-
-    def losses(self, outputs, targets) -> dict[str, torch.Tensor]:
-        """Losses of the last stage ("loss_cls", "loss_bbox", "loss_giou") and, with deep supervision, of each
-        earlier stage t ("loss_cls_{t}", ...), each stage matched on its own (official: weight 1 each)."""
-        num_boxes = self.criterion.num_boxes(targets, self.device)
-        supervised = range(len(outputs)) if self.deep_supervision else [len(outputs) - 1]
-        losses = {}
-        for t in supervised:
-            suffix = "" if t == len(outputs) - 1 else f"_{t}"
-            losses.update({k + suffix: v for k, v in self.criterion(*outputs[t], targets, num_boxes).items()})
-        return losses
-
-    def inference(self, logits, boxes, image_sizes) -> list[Instances]:
-        """Top-k over queries x classes of the sigmoid scores (official: k = N, no NMS).
-
-        Args:
-            logits: (B, N, K); boxes: (B, N, 4) normalised cxcywh; image_sizes: B (h, w) input sizes.
-        """
-        b, n, k = logits.shape
-        scores, index = logits.sigmoid().flatten(1).topk(min(self.detections_per_image, n * k), dim=1)
-        pixel_boxes = cxcywh_to_xyxy(boxes) * image_whwh(image_sizes, self.device)[:, None, :]
-        picked = torch.gather(pixel_boxes, 1, (index // k)[..., None].expand(-1, -1, 4))
-        results = []
-        for i, size in enumerate(image_sizes):
-            r = Instances(size)
-            r.pred_boxes = Boxes(picked[i])
-            r.scores = scores[i]
-            r.pred_classes = index[i] % k
-            results.append(r)
-        return results
+        content, xyzr = self.initial_queries(whwh)
+        layout = self.decoder.feature_memory_format
+        features = [feature_maps[f].contiguous(memory_format=layout) for f in self.in_features]
+        run = self.decoder(features, self.strides, content, xyzr, whwh, num_stages, return_features=return_states)
+        outputs, states = run if return_states else (run, None)
+        boxes = [(logits, xyxy_to_cxcywh(xyzr_to_xyxy(b) / whwh[:, None, :])) for logits, b in outputs]
+        return Decoded(boxes, states, features, whwh)

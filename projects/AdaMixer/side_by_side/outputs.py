@@ -31,7 +31,7 @@ def run_project_model(model, images: list[torch.Tensor]) -> list[dict]:
         for image in images:
             h, w = image.shape[-2:]
             images = model.preprocess_image([{"image": image, "height": h, "width": w}])
-            stages, _ = model.run_decoder(images)
+            stages = model.run_decoder(images)
             # The model's top-k with boxes clipped to the image, as its forward gives them but without
             # detectron2's removal of boxes left empty by the clipping: the official code keeps those.
             inst = model.inference(*stages[-1], images.image_sizes)[0]

@@ -11,14 +11,14 @@ branches; the first stage's proposal features are the mean RoI features (no lear
 """
 
 import torch
-from detectron2.modeling import Backbone, detector_postprocess
+from detectron2.modeling import Backbone
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from recursivedet.errors import ConfigValueError
-from recursivedet.modeling.box_utils import image_whwh, xyxy_to_cxcywh
 from recursivedet.modeling.decoder import RecursiveDecoder
-from recursivedet.modeling.image_detector import ImageDetector
+from recursivedet.modeling.query_detector import Decoded, QueryDetector
+from recursivedet.modeling.rego import RecurrentGlimpseDecoder
 
 from .criterion import DynamicKCriterion
 from .diffusion import BoxDiffusion
@@ -26,7 +26,7 @@ from .sampling import DDIMSampler
 from .time_embedding import TimeEmbedding
 
 
-class DiffusionDet(ImageDetector):
+class DiffusionDet(QueryDetector):
     """Backbone, time embedding, decoder, box diffusion, criterion and DDIM sampler.
 
     Args:
@@ -41,7 +41,13 @@ class DiffusionDet(ImageDetector):
         deep_supervision: losses on every stage (official) or the last one only.
         pixel_mean, pixel_std, input_format: input normalisation (official: RGB, torchvision statistics).
         channels_last, fold_frozen_batchnorm: as :class:`~recursivedet.modeling.RecursiveDet` (same numbers).
+        rego: REGO's :class:`~recursivedet.modeling.rego.RecurrentGlimpseDecoder` after the decoder, in training on
+            the corrupted boxes' predictions and at inference at every sampling step (the step's prediction is
+            then REGO's last); None or 0 stages: none.
     """
+
+    # Per-stage analysis reads one decoder pass; this host's detections come from sampling over several.
+    per_stage_analysis = False
 
     def __init__(
         self,
@@ -60,9 +66,8 @@ class DiffusionDet(ImageDetector):
         input_format: str = "RGB",
         channels_last: bool = True,
         fold_frozen_batchnorm: bool = True,
+        rego: RecurrentGlimpseDecoder | None = None,
     ):
-        if not isinstance(num_proposals, int) or isinstance(num_proposals, bool) or num_proposals < 1:
-            raise ConfigValueError(f"model.num_proposals must be a positive integer, got {num_proposals!r}")
         conditions = {s.condition_dim for s in decoder.stages}
         if conditions != {time_embedding.out_dim}:
             raise ConfigValueError(
@@ -75,6 +80,9 @@ class DiffusionDet(ImageDetector):
             backbone=backbone,
             dim=decoder.stages[0].dim,
             in_features=in_features,
+            num_proposals=num_proposals,
+            deep_supervision=deep_supervision,
+            detections_per_image=None,  # the sampler selects the detections
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
             input_format=input_format,
@@ -86,55 +94,54 @@ class DiffusionDet(ImageDetector):
         self.criterion = criterion
         self.diffusion = diffusion
         self.sampler = sampler
-        self.rego = None  # the analysis tools' interface: no REGO on this host
-        self.num_proposals = num_proposals
-        self.deep_supervision = deep_supervision
         # The official head initialises its time MLP with xavier too.
         for p in self.time_mlp.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        self.attach_rego(rego)
 
-    def head(self, features, boxes, t, whwh, extents):
+    def head(self, features, boxes, t, whwh, extents, return_states=False, num_stages=None):
         """The decoder on (B, N, 4) normalised cxcywh boxes at steps t (B,) -> list over stages of (logits
-        (B, N, K), boxes (B, N, 4))."""
-        return self.decoder(features, boxes, None, whwh, extents, condition=self.time_mlp(t))
+        (B, N, K), boxes (B, N, 4)), and with ``return_states`` the last object features."""
+        condition = self.time_mlp(t)
+        return self.decoder(
+            features, boxes, None, whwh, extents, num_stages, return_features=return_states, condition=condition
+        )
 
-    def run_head(self, images: ImageList, feature_maps: dict[str, torch.Tensor]):
-        """The decoder of the first sampling step on the backbone's maps (what the analysis tools time as the
-        head): the boxes of the sampler's initial noise at t = T - 1; list over stages of (logits, boxes)."""
+    def decode(self, images, feature_maps, num_stages=None, targets=None, return_states=False) -> Decoded:
+        """In training, the targets padded to N boxes and corrupted to a random step; otherwise the boxes of
+        the sampler's initial noise at t = T - 1 (the first sampling step, which benchmarks time as the head)."""
         features, whwh, extents = self.pooled_features(images, feature_maps)
-        generators = self.sampler.generators(range(len(images)))
-        noise = self.sampler.draw(generators, self.num_proposals, self.device, features[0].dtype)
-        t = torch.full((len(images),), self.diffusion.timesteps - 1, device=self.device, dtype=torch.int64)
-        return self.head(features, self.diffusion.to_boxes(noise), t, whwh, extents)
-
-    def forward(self, batched_inputs: list[dict]):
-        """detectron2 convention: training returns a loss dict, inference ``[{"instances": ...}]``."""
-        images = self.preprocess_image(batched_inputs)
-        features, whwh, extents = self.pooled_features(images, self.run_backbone(images))
-        if self.training:
-            targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs])
+        if targets is not None:
             boxes, t = self.corrupt(targets)
             boxes = boxes.to(features[0].dtype)  # detectron2 keeps ground-truth boxes in float32 whatever the model
-            return self.losses(self.head(features, boxes, t, whwh, extents), targets)
-        results = self.inference(features, whwh, extents, images.image_sizes, self.noise_keys(batched_inputs))
-        return [
-            {"instances": detector_postprocess(r, x.get("height", s[0]), x.get("width", s[1]))}
-            for r, x, s in zip(results, batched_inputs, images.image_sizes, strict=True)
-        ]
+        else:
+            generators = self.sampler.generators(range(len(images)))
+            noise = self.sampler.draw(generators, self.num_proposals, self.device, features[0].dtype)
+            boxes = self.diffusion.to_boxes(noise)
+            t = torch.full((len(images),), self.diffusion.timesteps - 1, device=self.device, dtype=torch.int64)
+        run = self.head(features, boxes, t, whwh, extents, return_states, num_stages)
+        outputs, states = run if return_states else (run, None)
+        return Decoded(outputs, states, features, whwh)
+
+    def predict(self, images: ImageList, batched_inputs: list[dict]) -> list[Instances]:
+        """DDIM sampling from each image's seeded noise (its ``image_id``, else its index in the batch)."""
+        features, whwh, extents = self.pooled_features(images, self.run_backbone(images))
+        predictions = self.sample(features, whwh, extents, self.noise_keys(batched_inputs))
+        results = []
+        detections = self.sampler.detections(predictions, whwh)
+        for size, (boxes, scores, labels) in zip(images.image_sizes, detections, strict=True):
+            r = Instances(size)
+            r.pred_boxes = Boxes(boxes)
+            r.scores = scores
+            r.pred_classes = labels
+            results.append(r)
+        return results
 
     @staticmethod
     def noise_keys(batched_inputs) -> list:
         """Per image, the key of its sampling noise: its ``image_id``, else its index in the batch."""
         return [x.get("image_id", i) for i, x in enumerate(batched_inputs)]
-
-    def prepare_targets(self, instances: list[Instances]) -> list[dict]:
-        """GT labels and boxes normalised by each image's size, as (cx, cy, w, h)."""
-        targets = []
-        for inst in instances:
-            whwh = image_whwh([inst.image_size], self.device)
-            targets.append({"labels": inst.gt_classes, "boxes": xyxy_to_cxcywh(inst.gt_boxes.tensor / whwh)})
-        return targets
 
     def corrupt(self, targets: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, 4) noisy proposal boxes and (B,) steps: GT padded to N, one t ~ U{0..T-1} per image."""
@@ -143,34 +150,17 @@ class DiffusionDet(ImageDetector):
         noise = torch.randn(x0.shape, device=self.device)
         return self.diffusion.corrupt(x0, t, noise), t
 
-    def losses(self, outputs, targets) -> dict[str, torch.Tensor]:
-        """Losses of the last stage ("loss_cls", ...) and, with deep supervision, of each earlier stage t
-        ("loss_cls_{t}"), each stage matched on its own."""
-        supervised = range(len(outputs)) if self.deep_supervision else [len(outputs) - 1]
-        losses = {}
-        for t in supervised:
-            suffix = "" if t == len(outputs) - 1 else f"_{t}"
-            losses.update({k + suffix: v for k, v in self.criterion(*outputs[t], targets).items()})
-        return losses
-
     @torch.no_grad()
     def sample(self, features, whwh, extents, keys) -> list[tuple]:
-        """The DDIM sampling loop: per step, the last stage's (logits (B, N, K), boxes (B, N, 4))."""
+        """The DDIM sampling loop: per step, the last stage's (logits (B, N, K), boxes (B, N, 4)), REGO's when it
+        runs at inference."""
+        with_rego = self.rego_at_inference()
 
         def predict(boxes, t):
             steps = torch.full((len(boxes),), t, device=self.device, dtype=torch.int64)
-            return self.head(features, boxes, steps, whwh, extents)[-1]
+            run = self.head(features, boxes, steps, whwh, extents, with_rego)
+            if not with_rego:
+                return run[-1]
+            return self.refine(Decoded(*run, features, whwh))[-1][-1]
 
         return self.sampler.run(predict, self.diffusion, self.num_proposals, keys, self.device, features[0].dtype)
-
-    def inference(self, features, whwh, extents, image_sizes, keys) -> list[Instances]:
-        """Detections of each image on its input size (before :func:`detector_postprocess`)."""
-        predictions = self.sample(features, whwh, extents, keys)
-        results = []
-        for size, (boxes, scores, labels) in zip(image_sizes, self.sampler.detections(predictions, whwh), strict=True):
-            r = Instances(size)
-            r.pred_boxes = Boxes(boxes)
-            r.scores = scores
-            r.pred_classes = labels
-            results.append(r)
-        return results

@@ -6,6 +6,7 @@ affine parameters and fixed statistics, stem and res2 frozen but counted)."""
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 
+from recursivedet.model_zoo import get_config
 from recursivedet.modeling import HungarianMatcher, SetCriterion
 from recursivedet.projects.AdaMixer.modeling import AdaMixer, AdaMixerDecoder, ChannelMapping
 
@@ -75,4 +76,8 @@ model = L(AdaMixer)(
     pixel_std=[58.395, 57.120, 57.375],
     input_format="RGB",
     channels_last=True,  # the backbone's memory format; same numbers up to float rounding
+    # REGO after the decoder, off with 0 stages (model.rego.num_stages=3 adds it); the Sparse R-CNN host's REGO
+    # node, its glimpses RoIAligned to 7 x 7 from the neck's maps.
+    rego=get_config("models/sparse_rcnn.py").model.rego,
 )
+model.rego.pooler_resolution = 7

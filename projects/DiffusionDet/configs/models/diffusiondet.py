@@ -58,6 +58,8 @@ model = L(DiffusionDet)(
     input_format="RGB",
     channels_last=True,
     fold_frozen_batchnorm=True,
+    # REGO after the decoder, off with 0 stages (model.rego.num_stages=3 adds it); the host's REGO node.
+    rego=_host.rego,
 )
 model.decoder.stage.condition_dim = "${...time_embedding.out_dim}"
 # The noisy boxes can have w or h = 0; a box PE turned on divides by max(w, 1e-3), max(h, 1e-3).
