@@ -2,7 +2,7 @@
 
     python -m recursivedet.convert official.pth converted.pth
 
-Each project that knows an official format is listed in :data:`OFFICIAL_CONVERTERS`: a module with
+Each host that knows an official format declares its converter (:class:`recursivedet.hosts.Host`): a module with
 ``recognise(state_dict) -> architecture | None``, ``convert_official_state_dict(state_dict) -> state_dict``,
 ``MODEL_CONFIGS`` (architecture -> the config name whose model takes it) and ``KNOWN_FORMAT`` (what it
 recognises, for the message about a file that no converter knows). The file is read with
@@ -10,30 +10,28 @@ recognises, for the message about a file that no converter knows). The file is r
 """
 
 import argparse
-import importlib
 import os
 
 import torch
 
 from recursivedet.engine.checkpoint import CheckpointError, atomic_write, load_checkpoint
 from recursivedet.errors import CheckpointFormatError, run_command
+from recursivedet.hosts import hosts
 
-__all__ = ["OFFICIAL_CONVERTERS", "convert_checkpoint", "load_checkpoint_file", "main"]
+__all__ = ["convert_checkpoint", "load_checkpoint_file", "main", "official_converters"]
 
-# Imported when a conversion runs: the library does not import the projects at import time.
-# Each recogniser claims only its own format (DiffusionDet's head keeps Sparse R-CNN's stage names: the Sparse
-# R-CNN one leaves checkpoints with time MLPs alone), so the order does not matter.
-OFFICIAL_CONVERTERS = (
-    "recursivedet.projects.DiffusionDet.convert",
-    "recursivedet.projects.SparseRCNN.convert",
-    "recursivedet.projects.AdaMixer.convert",  # mmdet names (roi_head.bbox_head.*): no prefix shared with the others
-)
+
+def official_converters() -> list:
+    """The converters the hosts declare (:mod:`recursivedet.hosts`). Each recogniser claims only its own format
+    (DiffusionDet's head keeps Sparse R-CNN's stage names: the Sparse R-CNN one leaves checkpoints with time MLPs
+    alone), so their order does not matter."""
+    return [h.converter for h in hosts().values() if h.converter is not None]
 
 
 def convert_checkpoint(state_dict: dict) -> tuple[str, dict, str]:
     """(architecture, converted state dict, config name to use it with) of an official state dict;
     :class:`~recursivedet.errors.CheckpointFormatError` when no converter recognises it."""
-    converters = [importlib.import_module(name) for name in OFFICIAL_CONVERTERS]
+    converters = official_converters()
     for converter in converters:
         arch = converter.recognise(state_dict)
         if arch is not None:

@@ -9,7 +9,7 @@ import torch
 from detectron2.config import instantiate
 from model_factory import tiny_adamixer, tiny_adamixer_config, tiny_diffusiondet, tiny_model
 
-from recursivedet.convert import OFFICIAL_CONVERTERS, convert_checkpoint
+from recursivedet.convert import convert_checkpoint, official_converters
 from recursivedet.engine.checkpoint import Checkpointer, CheckpointError
 from recursivedet.errors import CheckpointFormatError
 from recursivedet.model_zoo import get_config
@@ -87,7 +87,7 @@ def test_converters_claim_only_their_own_format():
     from recursivedet.projects.DiffusionDet.convert import recognise as recognise_diffusiondet
     from recursivedet.projects.SparseRCNN.convert import recognise as recognise_sparse_rcnn
 
-    assert "recursivedet.projects.AdaMixer.convert" in OFFICIAL_CONVERTERS
+    assert "recursivedet.projects.AdaMixer.convert" in [c.__name__ for c in official_converters()]
     adamixer = {official_name(k): v for k, v in tiny_adamixer().state_dict().items()}
     assert recognise_sparse_rcnn(adamixer) is None and recognise_diffusiondet(adamixer) is None
     assert recognise({"head.head_series.0.norm1.weight": torch.zeros(1)}) is None

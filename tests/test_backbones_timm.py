@@ -10,9 +10,9 @@ from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from recursivedet.analysis.model_cost import model_cost
-from recursivedet.analysis.paper_rows import SWIN_ROWS
 from recursivedet.modeling.backbone.swin import SWIN_VARIANTS, PaddedShiftSwinBlock, SwinBackbone
 from recursivedet.modeling.backbone.timm_backbone import TimmBackbone, TimmModelError, TimmWeightsError
+from recursivedet.projects.SparseRCNN.host import SWIN_ROWS
 
 timm = pytest.importorskip("timm")
 

@@ -1,5 +1,5 @@
-"""The shape of the package: no import cycles between its modules, no module too long to read in one sitting,
-and the library never imports the projects at import time."""
+"""The shape of the package: no import cycles between its modules or its packages, no module too long to read in
+one sitting, and the library never imports a project (the projects declare themselves, see recursivedet.hosts)."""
 
 import ast
 from pathlib import Path
@@ -26,17 +26,25 @@ def package_modules() -> dict[str, Path]:
     return modules
 
 
-def module_level_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+def module_level_imports(name: str, path: Path, modules: dict[str, Path], in_functions: bool = False) -> set[str]:
     """The package modules that importing ``name`` imports directly (statements outside functions: an import
-    inside a function runs when it is called, after every module has finished loading)."""
+    inside a function runs when it is called, after every module has finished loading); with ``in_functions``
+    also those that its functions import, including modules named to ``importlib.import_module``."""
     is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text(), str(path))
     found = set()
 
     def visit(node):
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) and not in_functions:
                 continue
+            if (
+                isinstance(child, ast.Call)
+                and getattr(child.func, "attr", getattr(child.func, "id", None)) == "import_module"
+                and child.args
+                and isinstance(child.args[0], ast.Constant)
+            ):
+                found.add(child.args[0].value)
             if isinstance(child, ast.Import):
                 found.update(alias.name for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
@@ -105,9 +113,41 @@ def test_no_import_cycles(import_graph):
     assert import_cycles(import_graph) == []
 
 
-def test_the_library_does_not_import_the_projects_at_import_time(import_graph):
-    library = [m for m in import_graph if not m.startswith("recursivedet.projects")]
-    assert not {m: sorted(i) for m in library if (i := {x for x in import_graph[m] if ".projects" in x})}
+@pytest.fixture(scope="module")
+def full_import_graph():
+    """Every import of every module, wherever it stands (module level, functions, ``importlib.import_module``)."""
+    modules = package_modules()
+    return {name: module_level_imports(name, path, modules, in_functions=True) for name, path in modules.items()}
+
+
+def is_project(module: str) -> bool:
+    """A module of a project (``recursivedet.projects.<Host>...``; not the folder's own package)."""
+    return module.startswith("recursivedet.projects.")
+
+
+def package_of(module: str, modules: dict[str, Path]) -> str:
+    return module if modules[module].name == "__init__.py" else module.rsplit(".", 1)[0]
+
+
+def test_the_full_import_graph_sees_imports_inside_functions(full_import_graph, import_graph):
+    assert "recursivedet.analysis.inference_variants" in full_import_graph["recursivedet.analysis.benchmark"]
+    assert "recursivedet.analysis.inference_variants" not in import_graph["recursivedet.analysis.benchmark"]
+
+
+def test_the_library_imports_no_project(full_import_graph):
+    library = [m for m in full_import_graph if not is_project(m)]
+    assert not {m: sorted(i) for m in library if (i := {x for x in full_import_graph[m] if is_project(x)})}
+
+
+def test_no_import_cycles_between_packages(full_import_graph):
+    modules = package_modules()
+    packages = {}
+    for module, imported in full_import_graph.items():
+        source = package_of(module, modules)
+        targets = {package_of(m, modules) for m in imported}
+        # a package's __init__ gathering its own modules is not a cycle with them
+        packages.setdefault(source, set()).update(t for t in targets if t != source and not source.startswith(t + "."))
+    assert import_cycles(packages) == []
 
 
 def test_no_module_too_long_to_read_in_one_sitting():

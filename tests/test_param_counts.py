@@ -5,12 +5,11 @@ from detectron2.config import instantiate
 
 from recursivedet.analysis.model_cost import model_cost, stage_breakdown
 from recursivedet.analysis.paper_rows import (
-    ABLATION_ROWS,
-    MAIN_ROWS,
     OFFICIAL_PARAMETERS,
     OFFICIAL_STAGE_PARAMETERS,
 )
 from recursivedet.model_zoo import get_config
+from recursivedet.projects.SparseRCNN.host import ABLATION_ROWS, MAIN_ROWS
 
 ROWS_WITH_PARAMS = [r for r in ABLATION_ROWS + MAIN_ROWS if r.params_m is not None]
 

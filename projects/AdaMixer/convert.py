@@ -1,5 +1,5 @@
 """Conversion of checkpoints of the official AdaMixer code (MCG-NJU/AdaMixer, mmdet 2.12) into this project's
-format; ``python -m recursivedet.convert`` finds it through ``recursivedet.convert.OFFICIAL_CONVERTERS``.
+format; ``python -m recursivedet.convert`` finds it through its host declaration (``host.py``).
 
 Use the result with an AdaMixer config (``AdaMixer/adamixer_R50_300pro_3x.py``, or ``AdaMixer/models/adamixer.py``)
 with the checkpoint's numbers of queries, classes and stages. The mmdet ResNet names become detectron2's

@@ -1,5 +1,5 @@
 """Conversion of checkpoints of the official DiffusionDet code (ShoufaChen/DiffusionDet) into this project's
-format; ``python -m recursivedet.convert`` finds it through ``recursivedet.convert.OFFICIAL_CONVERTERS``.
+format; ``python -m recursivedet.convert`` finds it through its host declaration (``host.py``).
 
 Use the result with a DiffusionDet config (``DiffusionDet/models/diffusiondet.py``, or
 ``DiffusionDet/diffusiondet_R50_500pro_60ep.py``) with the checkpoint's numbers of classes and stages. The

@@ -1,6 +1,6 @@
 """Conversion of checkpoints of the official Sparse R-CNN (PeizeSun/SparseR-CNN) and RecursiveDet
 (bravezzzzzz/RecursiveDet, projects/SparseRCNN) code into this project's format; ``python -m
-recursivedet.convert`` finds it through ``recursivedet.convert.OFFICIAL_CONVERTERS``.
+recursivedet.convert`` finds it through its host declaration (``host.py``).
 
 Use the result with the matching config: ``models/sparse_rcnn.py`` (or a ``sparse_rcnn_*`` config) for Sparse
 R-CNN checkpoints, ``models/recursivedet.py`` (or a ``recursivedet_*`` config) for RecursiveDet ones, with the

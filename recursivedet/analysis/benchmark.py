@@ -24,7 +24,6 @@ interleaved in the same run, peak training memory, and the ratios (this project 
 
 import argparse
 import json
-import sys
 
 import torch
 from detectron2.config import instantiate
@@ -41,6 +40,7 @@ from recursivedet.analysis.measure import (
 from recursivedet.analysis.model_cost import flops_by_module
 from recursivedet.engine import build_model, load_config, load_weights
 from recursivedet.errors import run_command
+from recursivedet.hosts import hosts
 
 
 def benchmark(cfg, image_size, repeats, train_batch, train_size, proposals_sweep, sizes_sweep) -> dict:
@@ -133,44 +133,16 @@ def format_result(r: dict) -> str:
 
 
 def _compare_with_official(args) -> dict:
-    """The comparison with the official code of ``args.arch`` (its package is imported here: the library does not
-    depend on the projects at import time); exits 1 when the two disagree, as the comparison's own command does."""
-    if args.arch == "diffusiondet":
-        from recursivedet.projects.DiffusionDet import side_by_side
-
-        options = {"proposals": 500, "steps": (1, 4)}
-    elif args.arch == "adamixer":
-        from recursivedet.projects.AdaMixer import side_by_side
-
-        options = {"proposals": 300}
-    else:
-        from recursivedet.projects.SparseRCNN import side_by_side
-
-        options = {"arch": args.arch}
-    try:
-        report = side_by_side.compare(
-            official_root=args.official_root,
-            threads=args.threads or 2,
-            image_sizes=[args.image_size],
-            timing_runs=args.repeats,
-            train_batch=args.train_batch,
-            train_size=args.train_size,
-            **options,
-        )
-    except side_by_side.WorkerFailed as e:
-        sys.stderr.write(e.log)
-        sys.exit(e.status)
-    side_by_side.print_report(report)
-    if args.json:
-        side_by_side.write_report(report, args.json)
-    if not report["agree"]:
-        sys.exit(1)
-    return report
+    """The comparison with the official code of ``args.arch``, as the host that declares it runs it."""
+    for host in hosts().values():
+        if host.comparison is not None and args.arch in host.comparison.archs:
+            return host.comparison.run(args)
+    raise ValueError(f"no host compares --arch {args.arch}")
 
 
 def _inference_variants(cfg, args) -> dict:
-    """The inference variants of :mod:`recursivedet.deploy.benchmark` (imported when used)."""
-    from recursivedet.deploy.benchmark import benchmark_variants, format_variants
+    """The inference variants of :mod:`recursivedet.analysis.inference_variants` (imported when used)."""
+    from .inference_variants import benchmark_variants, format_variants
 
     model = build_model(cfg)
     if args.weights:
@@ -195,7 +167,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--official-root", metavar="PATH", help="compare with this official checkout instead")
     parser.add_argument(
         "--arch",
-        choices=("recursivedet", "sparse_rcnn", "diffusiondet", "adamixer"),
+        choices=[arch for h in hosts().values() if h.comparison for arch in h.comparison.archs],
         default="recursivedet",
         help="with --official-root: the official code it is a checkout of (diffusiondet: 500 proposals, 1 and 4 "
         "DDIM steps; adamixer: 300 queries)",
@@ -213,7 +185,7 @@ def main(argv=None) -> dict:
         "--inference-variants",
         action="store_true",
         help="time eager float32, bfloat16, torch.compile, TorchScript and ONNX in one run instead "
-        "(recursivedet.deploy.benchmark)",
+        "(recursivedet.analysis.inference_variants)",
     )
     parser.add_argument("--weights", metavar="FILE", help="with --inference-variants: the checkpoint to time")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, key=value")

@@ -1,5 +1,6 @@
 """The command-line options every host's comparison with its official code shares (the hosts' ``side_by_side``
-commands), and the end of such a command: the report printed and written, and its exit status."""
+commands), the end of such a command (the report printed and written, and its exit status), and the same
+comparison run from ``python -m recursivedet.analysis.benchmark --official-root``."""
 
 import argparse
 import sys
@@ -71,3 +72,28 @@ def run_comparison(compare, print_report, write_report, json_path: str | None) -
     if json_path:
         write_report(report, json_path)
     return 0 if report["agree"] else 1
+
+
+def run_benchmark_comparison(side_by_side, args, **options) -> dict:
+    """A host's comparison (its ``side_by_side`` package: ``compare``, ``print_report``, ``write_report``) for the
+    benchmark's arguments and the host's own ``options``; exits as the comparison's own command does (1 when the
+    two codes disagree, a failed worker's status with its stderr)."""
+    try:
+        report = side_by_side.compare(
+            official_root=args.official_root,
+            threads=args.threads or 2,
+            image_sizes=[args.image_size],
+            timing_runs=args.repeats,
+            train_batch=args.train_batch,
+            train_size=args.train_size,
+            **options,
+        )
+    except WorkerFailed as e:
+        sys.stderr.write(e.log)
+        sys.exit(e.status)
+    side_by_side.print_report(report)
+    if args.json:
+        side_by_side.write_report(report, args.json)
+    if not report["agree"]:
+        sys.exit(1)
+    return report

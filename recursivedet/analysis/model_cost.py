@@ -12,6 +12,7 @@ Others) plus the positional-encoding additions (PE). FLOPs are counted by detect
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -24,7 +25,7 @@ from detectron2.utils.analysis import FlopCountAnalysis
 from recursivedet.engine.cli import load_config
 from recursivedet.model_zoo import get_config_file
 
-from .paper_rows import ABLATION_ROWS, ADAMIXER_ROWS, DIFFUSIONDET_ROWS, MAIN_ROWS, SWIN_ROWS
+from .paper_rows import paper_rows as declared_paper_rows
 
 # Decoder-stage parameter name prefixes of each paper Table 1 category; anything else is "Others".
 # AdaMixer's stage (projects/AdaMixer): self_attn.attn (MSA), adaptive_mixing (Dyn, Out), PE in self_attn and mixing_pe.
@@ -95,7 +96,9 @@ def model_cost(config, input_size=(800, 1216), with_flops: bool = True, override
     """Parameters (total, backbone, per decoder-stage module by category) and FLOPs of a config's model
     (``config``: a config name or file, see :mod:`recursivedet.model_zoo`; ``overrides``: ``key=value``)."""
     cfg = load_config(str(config), list(overrides))
-    model = instantiate(cfg.model)
+    # Counting parameters needs no values: without FLOPs the model is built on the meta device, in a blink.
+    with contextlib.nullcontext() if with_flops else torch.device("meta"):
+        model = instantiate(cfg.model)
     result = {
         "config": str(config),
         "overrides": list(overrides),
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
-    paper_rows = ABLATION_ROWS + MAIN_ROWS + SWIN_ROWS + DIFFUSIONDET_ROWS + ADAMIXER_ROWS
+    paper_rows = [r for group in ("ablation", "main", "swin") for r in declared_paper_rows(group)]
     if args.configs:
         # a config given by name or path that is a paper row's config is shown with that row's figures
         by_file = {get_config_file(row.config): row for row in reversed(paper_rows)}

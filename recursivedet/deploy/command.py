@@ -29,7 +29,7 @@ from detectron2.utils.logger import setup_logger
 from recursivedet.engine import ConfigOverrideError, build_model, get_dataset_dicts, load_config, load_weights
 from recursivedet.engine.checkpoint import atomic_write
 from recursivedet.export import SkipUnreadable, check_paths, dataset_metadata, image_folder_dicts, make_output_folder
-from recursivedet.modeling import RecursiveDet
+from recursivedet.hosts import host_of_model
 
 from .check import compare
 from .formats import FORMATS, DeployFormatError, check_format, load, require_onnxruntime, write
@@ -105,11 +105,10 @@ def main(argv=None) -> dict:
         require_onnxruntime()  # before anything slow
     setup_logger(name="recursivedet")
     model = build_model(cfg)
-    if not isinstance(model, RecursiveDet):
-        raise DeployFormatError(
-            f"the export handles RecursiveDet and Sparse R-CNN models; {args.config_file} builds a "
-            f"{type(model).__name__}"
-        )
+    host = host_of_model(model)
+    if host is None or host.export is not None:
+        why = host.export if host is not None else "no declared host builds it"
+        raise DeployFormatError(f"{args.config_file} builds a {type(model).__name__}, which cannot be exported: {why}")
     for fmt in args.format:  # every format before any is written
         check_format(model, fmt)
     load_weights(model, args.weights, strict=True)

@@ -23,6 +23,12 @@ from .stage import DecoderStage
 __all__ = ["STAGE_SHARING", "RecursiveDecoder"]
 
 
+def focal_prior_bias(prior_prob: float) -> float:
+    """The class bias whose sigmoid is ``prior_prob`` (focal loss init), computed in float32 as the official codes
+    do, on the CPU whatever the default device (a model can then be built on the meta device)."""
+    return -torch.log(torch.tensor((1 - prior_prob) / prior_prob, device="cpu")).item()
+
+
 class RecursiveDecoder(nn.Module):
     """T stages refining N proposals; each stage pools RoI features of its input boxes.
 
@@ -90,7 +96,7 @@ class RecursiveDecoder(nn.Module):
         for p in self.parameters():
             if p.dim() > 1 and id(p) not in zeros:
                 nn.init.xavier_uniform_(p)
-        bias = -torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item()
+        bias = focal_prior_bias(prior_prob)
         for stage in self.stages:
             nn.init.constant_(stage.class_logits.bias, bias)
             if box_delta_init == "zero":

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from recursivedet.errors import ConfigValueError
 from recursivedet.modeling.box_utils import xyxy_to_cxcywh
+from recursivedet.modeling.decoder import focal_prior_bias
 from recursivedet.modeling.linear import Linear
 
 from .boxes import refine_xyzr, xyzr_to_xyxy
@@ -99,7 +100,7 @@ class AdaMixerStage(nn.Module):
             if isinstance(m, nn.Linear):
                 m.reset_parameters()
                 nn.init.xavier_uniform_(m.weight)
-        nn.init.constant_(self.class_logits.bias, -torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item())
+        nn.init.constant_(self.class_logits.bias, focal_prior_bias(prior_prob))
         nn.init.zeros_(self.box_delta.weight)
         nn.init.zeros_(self.box_delta.bias)
         nn.init.uniform_(self.self_attn.iof_tau, 0.0, 4.0)

@@ -1,0 +1,35 @@
+"""The AdaMixer host as the library knows it: the checkpoint converter, the comparison with the official code (300
+queries) and the paper's Table 2 rows on this host (300 queries, 36 epochs; no centerness PE, paper Sec. 4.2)."""
+
+from recursivedet.analysis.comparison_cli import run_benchmark_comparison
+from recursivedet.hosts import Comparison, Host, PaperRow
+
+from . import convert
+from .modeling import AdaMixer
+
+
+def _compare(args) -> dict:
+    from . import side_by_side
+
+    return run_benchmark_comparison(side_by_side, args, proposals=300)
+
+
+TABLE2_ROWS = [
+    PaperRow("Table 2", "AdaMixer R50", "AdaMixer/adamixer_R50_300pro_3x.py", 135, None, 47.0),
+    PaperRow(
+        "Table 2", "RecursiveDet(AdaMixer) R50", "AdaMixer/recursivedet_adamixer_R50_300pro_3x.py", 43, None, 47.9
+    ),
+    PaperRow("Table 2", "AdaMixer R101", "AdaMixer/adamixer_R101_300pro_3x.py", 154, None, 48.0),
+    PaperRow(
+        "Table 2", "RecursiveDet(AdaMixer) R101", "AdaMixer/recursivedet_adamixer_R101_300pro_3x.py", 62, None, 48.9
+    ),
+]
+
+HOST = Host(
+    name="AdaMixer",
+    converter=convert,
+    comparison=Comparison(archs=("adamixer",), run=_compare),
+    paper_rows={"main": TABLE2_ROWS},
+    meta_architecture=AdaMixer,
+    export="the AdaMixer decoder's point sampling has no exported graph yet",
+)

@@ -1,0 +1,46 @@
+"""The DiffusionDet host as the library knows it: the checkpoint converter, the comparison with the official code
+(500 proposals, 1 and 4 DDIM steps) and the paper's Table 2 rows on this host (500 proposals, 60 epochs, 1 DDIM
+step)."""
+
+from recursivedet.analysis.comparison_cli import run_benchmark_comparison
+from recursivedet.hosts import Comparison, Host, PaperRow
+
+from . import convert
+from .modeling import DiffusionDet
+
+
+def _compare(args) -> dict:
+    from . import side_by_side
+
+    return run_benchmark_comparison(side_by_side, args, proposals=500, steps=(1, 4))
+
+
+TABLE2_ROWS = [
+    PaperRow("Table 2", "DiffusionDet R50", "DiffusionDet/diffusiondet_R50_500pro_60ep.py", 111, None, 45.8),
+    PaperRow(
+        "Table 2",
+        "RecursiveDet(DiffDet) R50",
+        "DiffusionDet/recursivedet_diffusiondet_R50_500pro_60ep.py",
+        57,
+        None,
+        47.1,
+    ),
+    PaperRow("Table 2", "DiffusionDet R101", "DiffusionDet/diffusiondet_R101_500pro_60ep.py", 130, None, 46.6),
+    PaperRow(
+        "Table 2",
+        "RecursiveDet(DiffDet) R101",
+        "DiffusionDet/recursivedet_diffusiondet_R101_500pro_60ep.py",
+        76,
+        None,
+        46.9,
+    ),
+]
+
+HOST = Host(
+    name="DiffusionDet",
+    converter=convert,
+    comparison=Comparison(archs=("diffusiondet",), run=_compare),
+    paper_rows={"main": TABLE2_ROWS},
+    meta_architecture=DiffusionDet,
+    export="DiffusionDet's DDIM sampling (seeded noise, box renewal, NMS) has no exported graph yet",
+)
