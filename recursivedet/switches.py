@@ -1,4 +1,4 @@
-"""The paper's ablation factors as config overrides, for ``train_net.py --help``, the README and tests.
+"""The paper's ablation factors as config overrides, for ``train_net.py --help``, docs/model.md and tests.
 
 Each entry: (factor, paper term, override(s) on the command line). Apply them to any config, e.g.
 ``python train_net.py --config-file configs/recursivedet_R50_100pro_3x.py model.decoder.stage_sharing=all``.

@@ -1,4 +1,4 @@
-"""The README's recipe for users' own COCO data, followed to the letter: a config file that registers the
+"""The documented recipe for users' own COCO data, followed to the letter: a config file that registers the
 datasets and starts from the demo config, trained and then evaluated with ``train_net.py``."""
 
 import json
@@ -12,8 +12,8 @@ from training_setup import REPO, run_cli
 
 
 def readme_own_data_config() -> str:
-    """The python block of the README's "Your own data" section, as a user copies it into ``my_config.py``."""
-    section = (REPO / "README.md").read_text().split("### Your own data", 1)[1]
+    """The python block of docs/training.md's "Your own data", as a user copies it into ``my_config.py``."""
+    section = (REPO / "docs" / "training.md").read_text().split("### Your own data", 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 

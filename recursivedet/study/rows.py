@@ -278,7 +278,7 @@ COMPARISONS = {
 REGO_BASELINES = {"recursivedet_rego": "recursivedet"}
 # Where a table quotes another AP for a row than its own paper row: Table 2's Sparse R-CNN host (300 proposals).
 TABLE_PAPER_AP = {"hosts": {"sparse_rcnn": 45.0, "recursivedet": 46.5}}
-# The study of the README: the paper's ablation tables and REGO on the Sparse R-CNN host.
+# The study of docs/study.md: the paper's ablation tables and REGO on the Sparse R-CNN host.
 DEFAULT_GROUPS = ("table4", "table5", "table6", "rego")
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
