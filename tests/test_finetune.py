@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from recursivedet.data.class_subset import register_class_subset
 from recursivedet.data.coco_register import DatasetError
 from recursivedet.engine.checkpoint import Checkpointer, CheckpointError
-from recursivedet.engine.finetune import scale_lr_to_batch_size
+from recursivedet.engine.finetune import scale_lr_to_batch_size, skipped_tensors_message
 from recursivedet.errors import ConfigValueError
 
 torch.set_num_threads(1)
@@ -62,8 +62,22 @@ def test_another_class_count_reinitialises_the_class_layers_and_loads_the_rest(r
 
     skipped = [msg for level, msg in checkpointer_log if "another shape" in msg]
     assert len(skipped) == 1 and "Skip loading" not in " ".join(m for _, m in checkpointer_log)
-    assert f"({len(class_keys)} of {len(class_keys)} class-layer tensors" in skipped[0]
+    assert f"({len(class_keys)} class-layer tensors, for the new class count)" in skipped[0]
     assert all(k in skipped[0] for k in class_keys) and "[3, 32]->[1, 32]" in skipped[0]
+
+
+def test_the_skipped_tensors_are_counted_by_kind():
+    message = skipped_tensors_message(
+        "m.pth",
+        [
+            ("init_proposal_boxes.weight", (300, 4), (100, 4)),
+            ("decoder.stages.0.class_logits.bias", (80,), (3,)),
+            ("init_proposal_features.weight", (300, 256), (100, 256)),
+        ],
+    )
+    assert "(1 class-layer tensors, for the new class count; 2 other tensors (e.g. the proposals" in message
+    assert message.index("class_logits") < message.index("init_proposal_boxes")  # class layers first
+    assert "class-layer" not in skipped_tensors_message("m.pth", [("init_proposal_boxes.weight", (3, 4), (1, 4))])
 
 
 def test_resume_and_evaluation_still_refuse_another_class_count(tmp_path):

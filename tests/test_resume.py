@@ -1,6 +1,7 @@
 """--resume continues exactly: same losses and bitwise-equal weights as an uninterrupted run, also after
 SIGKILL; checkpoints are written atomically; unusable checkpoints fail with their name."""
 
+import json
 import re
 import shutil
 import signal
@@ -34,12 +35,17 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tiny_run):
     out.mkdir()
     shutil.copy(tiny_run / "output" / "model_0000002.pth", out)
     (out / "last_checkpoint").write_text("model_0000002.pth")
+    # the interrupted run had logged iterations after its checkpoint: the resumed run logs them again
+    shutil.copy(tiny_run / "output" / "metrics.json", out)
     # a different number of data workers does not change the data
     trainer = run_main(TINY_CONFIG, *RANDOM, f"train.output_dir={out}", "dataloader.train.num_workers=2", resume=True)
     resumed_losses = loss_history(trainer)
 
     assert sorted(resumed_losses) == [3, 4, 5]
     assert resumed_losses == {i: full_losses[i] for i in (3, 4, 5)}
+    logged = [json.loads(line)["iteration"] for line in (out / "metrics.json").read_text().splitlines()]
+    full = [json.loads(line)["iteration"] for line in (tiny_run / "output/metrics.json").read_text().splitlines()]
+    assert logged == full  # as the uninterrupted run logged them: no iteration twice
     assert_same_weights(state_dict_of(out / "model_final.pth"), state_dict_of(tiny_run / "output/model_final.pth"))
 
 

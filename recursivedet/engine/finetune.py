@@ -39,11 +39,13 @@ def skipped_tensors_message(path: str, incorrect_shapes: list[tuple[str, tuple, 
     (``(key, shape in the checkpoint, shape in the model)``), class layers first."""
     ordered = sorted(incorrect_shapes, key=lambda x: (not _is_class_layer(x[0]), x[0]))
     num_class = sum(_is_class_layer(k) for k, _, _ in incorrect_shapes)
+    others = len(incorrect_shapes) - num_class
+    counts = [f"{num_class} class-layer tensors, for the new class count"] if num_class else []
+    counts += [f"{others} other tensors (e.g. the proposals, for their new number)"] if others else []
     listed = ", ".join(f"{k} {list(a)}->{list(b)}" for k, a, b in ordered)
     return (
         f"Not loaded from {path}, another shape in the model, keeping the model's initialisation "
-        f"({num_class} of {len(incorrect_shapes)} class-layer tensors, re-initialised for the new class count): "
-        + listed
+        f"({'; '.join(counts)}): " + listed
     )
 
 

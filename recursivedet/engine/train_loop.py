@@ -6,6 +6,7 @@ fvcore ``ParamScheduler``), ``dataloader.{train,test,evaluator}`` and ``train`` 
 ``configs/common/train.py``).
 """
 
+import json
 import logging
 import os
 from contextlib import contextmanager
@@ -260,6 +261,8 @@ def do_train(cfg, resume: bool = False):
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
     # The checkpoint stores the iteration that just finished.
     start_iter = trainer.iter + 1 if resuming else 0
+    if resuming and comm.is_main_process():
+        drop_metrics_from(os.path.join(cfg.train.output_dir, "metrics.json"), start_iter)
     if isinstance(train_loader, TrainLoader):
         train_loader.start_iter = start_iter
     elif start_iter > 0:
@@ -272,6 +275,28 @@ def do_train(cfg, resume: bool = False):
                 raise
             raise non_finite.stopped(e) from None
     return trainer
+
+
+def drop_metrics_from(path: str, start_iter: int) -> None:
+    """Remove from ``metrics.json`` (one JSON record per line) the records of iterations from ``start_iter`` on:
+    an interrupted run logged them after its last checkpoint, and the resumed run logs them again. Rewritten in
+    place, since the metrics writer may already hold the file open for appending."""
+    if not os.path.isfile(path):
+        return
+
+    def kept(line: str) -> bool:
+        try:
+            return json.loads(line).get("iteration", -1) < start_iter
+        except (ValueError, AttributeError):
+            return True  # not a record: left as it is
+
+    with open(path, "r+") as f:
+        lines = f.readlines()
+        keep = [line for line in lines if kept(line)]
+        if len(keep) < len(lines):
+            f.seek(0)
+            f.writelines(keep)
+            f.truncate()
 
 
 class _UserErrorRecord(logging.Filter):
