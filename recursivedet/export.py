@@ -351,14 +351,6 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ExportArgumentError(f"--output {args.output} is an existing file, not a folder")
 
 
-def make_output_folder(output: Path) -> None:
-    """Create ``--output`` (and its parents); :class:`ExportArgumentError` if that is impossible."""
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a parent is a file, no permission, ...
-        raise ExportArgumentError(f"cannot create the --output folder {output}: {e.strerror or e}") from e
-
-
 def main(argv=None) -> ExportResult:
     """Export as the command line would (``argv`` as ``sys.argv[1:]``); return what was written and
     skipped. Bad arguments raise :class:`~recursivedet.errors.UserError` (argparse errors exit, as

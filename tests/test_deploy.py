@@ -15,6 +15,7 @@ from recursivedet.deploy import command as deploy
 from recursivedet.deploy.check import Difference, compare, reference
 from recursivedet.deploy.formats import DeployFormatError, MissingRuntimeError, load, write
 from recursivedet.deploy.graph import DeployableDetector, stacked_roi_align
+from recursivedet.engine.output_folder import LOCK_FILE, output_folder
 from recursivedet.errors import run_command
 from recursivedet.modeling.roi_align import gather_roi_align
 
@@ -117,7 +118,7 @@ def test_command_writes_both_formats_and_reports_the_differences(trained, tmp_pa
     info = json.loads((tmp_path / "deploy.json").read_text())
     assert info["classes"] == ["c0", "c1", "c2"] and info["input_format"] == "RGB"
     assert info["test_resize"] == {"shortest_edge": [64, 64], "max_size": 96}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.json", "model.onnx", "model.ts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LOCK_FILE, "deploy.json", "model.onnx", "model.ts"])
     # a tolerance the export cannot meet fails the command, after writing everything
     status = _status(
         "--config-file", TINY_CONFIG, "--weights", weights, "--output", tmp_path / "strict", "--format", "torchscript",
@@ -131,6 +132,12 @@ def test_command_errors_are_one_line(trained, tmp_path, capsys, monkeypatch):
     common = ["--config-file", TINY_CONFIG, "--weights", weights, "--output", tmp_path]
     assert _status(*common, "--format", "tensorrt") == 2
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    with output_folder(tmp_path / "held", "another command"):
+        assert _status(*common[:-1], tmp_path / "held", "--format", "torchscript") == 2
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: output folder {tmp_path / 'held'} is in use by process")
+    assert "another command" in line
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     assert _status(*common, "--format", "onnx") == 2
     err = capsys.readouterr().err

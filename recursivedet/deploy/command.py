@@ -28,7 +28,8 @@ from detectron2.utils.logger import setup_logger
 
 from recursivedet.engine import ConfigOverrideError, build_model, get_dataset_dicts, load_config, load_weights
 from recursivedet.engine.checkpoint import atomic_write
-from recursivedet.export import SkipUnreadable, check_paths, dataset_metadata, image_folder_dicts, make_output_folder
+from recursivedet.engine.output_folder import output_folder
+from recursivedet.export import SkipUnreadable, check_paths, dataset_metadata, image_folder_dicts
 from recursivedet.hosts import host_of_model
 
 from .check import compare
@@ -119,7 +120,14 @@ def main(argv=None) -> dict:
         raise DeployFormatError(f"{args.config_file}: {e}") from None
     images = check_images(cfg, args.images, args.check_images)
     output = Path(args.output)
-    make_output_folder(output)
+    # Before anything is written: a folder that cannot be written, or that another command writes into, stops here.
+    with output_folder(str(output), "deploy"):
+        return _write_and_check(args, cfg, model, graph, images, output)
+
+
+def _write_and_check(args, cfg, model, graph, images, output: Path) -> dict:
+    """:func:`main` once the inputs are checked and the output folder is held: every format written, checked
+    against PyTorch, and described in ``deploy.json``."""
     torch.manual_seed(0)
     report, failed = {}, []
     for fmt in dict.fromkeys(args.format):
