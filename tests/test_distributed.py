@@ -3,6 +3,8 @@ ResNet-18-FPN: DDP keeps the ranks identical, and with the same total batch the 
 (the data of an iteration does not depend on the number of processes, losses are normalised and batch
 statistics computed over all processes)."""
 
+import warnings
+
 import pytest
 import torch
 from detectron2.engine import launch
@@ -15,11 +17,16 @@ OPTS = ["dataloader.train.mapper.augmentations.min_sizes=[64]", "train.max_iter=
 
 def _rank_main(args, out_dir):
     torch.set_num_threads(1)
-    trainer = train_net.main(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = train_net.main(args)
     assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
     # per-iteration losses (on rank 0: averaged over the ranks) and this rank's weights
     losses = loss_history(trainer) if comm.is_main_process() else {}
-    result = {"losses": losses, "model": trainer.model.module.state_dict()}
+    deprecated = [
+        str(w.message) for w in caught if issubclass(w.category, FutureWarning) and "buffers" in str(w.message)
+    ]
+    result = {"losses": losses, "model": trainer.model.module.state_dict(), "deprecated": deprecated}
     torch.save(result, f"{out_dir}/rank{comm.get_rank()}.pth")
 
 
@@ -29,6 +36,7 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process(tiny_run)
     launch(_rank_main, 2, dist_url="auto", args=(args, str(tiny_run)))
 
     rank0, rank1 = (torch.load(tiny_run / f"rank{r}.pth", weights_only=True) for r in (0, 1))
+    assert rank0["deprecated"] == rank1["deprecated"] == []  # train.ddp.broadcast_buffers maps to its new name
     assert rank0["model"].keys() == rank1["model"].keys()
     for k, v in rank0["model"].items():
         assert torch.equal(v, rank1["model"][k]), k

@@ -6,6 +6,7 @@ fvcore ``ParamScheduler``), ``dataloader.{train,test,evaluator}`` and ``train`` 
 ``configs/common/train.py``).
 """
 
+import inspect
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.utils import comm
 from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
 from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, NonFiniteError, UserError
 from recursivedet.inference.speed import inference_model
@@ -195,6 +197,13 @@ def wrap_ddp(cfg, model):
     kwargs = dict(cfg.train.ddp)
     if torch.device(cfg.train.device).type == "cpu":
         kwargs["device_ids"] = None
+    if (
+        "broadcast_buffers" in kwargs
+        and "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    ):
+        # PyTorch 2.13 renamed detectron2's broadcast_buffers (and warns in every process). The new flag still
+        # syncs the buffers once at start-up, which changes nothing here: every rank builds the same buffers.
+        kwargs["forward_sync_buffers"] = kwargs.pop("broadcast_buffers")
     return create_ddp_model(model, **kwargs)
 
 
