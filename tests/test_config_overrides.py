@@ -91,6 +91,22 @@ def test_command_line_stops_before_training_with_the_message(tiny_run, capsys):
     assert not (tiny_run / "output").exists()
 
 
+def test_a_value_with_an_unquoted_space_is_named_with_the_quoted_form(cfg, tiny_run, capsys):
+    # the shell splits train.output_dir=./my output into two words
+    with pytest.raises(ConfigOverrideError) as info:
+        check_overrides(cfg, ["train.output_dir=./my", "output"])
+    assert str(info.value) == (
+        "override 'output' is not key=value (it follows 'train.output_dir=./my': a value with spaces needs quotes, "
+        'e.g. "train.output_dir=./my output")'
+    )
+    with pytest.raises(ConfigOverrideError, match="^override 'output' is not key=value$"):
+        check_overrides(cfg, ["output"])
+    with pytest.raises(SystemExit):
+        train_net.invoke_main(["--config-file", str(TINY_CONFIG), "model.num_proposals=[1,2"])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot parse the overrides: ") and "[1,2" in line
+
+
 def test_a_comma_separated_value_is_refused_with_the_list_to_write(cfg):
     with pytest.raises(ConfigOverrideError, match=r"several values \(a sweep\).*'model.rego.alphas=\[1,1,1\]'"):
         check_overrides(cfg, ["model.rego.alphas=1,1,1"])

@@ -182,10 +182,22 @@ def check_overrides(cfg, overrides: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    for i, override in enumerate(overrides):
+        if "=" not in override and not override.startswith("~"):
+            after = (
+                f" (it follows {overrides[i - 1]!r}: a value with spaces needs quotes, e.g. "
+                f'"{overrides[i - 1]} {override}")'
+                if i and "=" in overrides[i - 1]
+                else ""
+            )
+            raise ConfigOverrideError(f"override {override!r} is not key=value{after}")
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as e:
-        raise ConfigOverrideError(f"cannot parse the overrides: {e}") from None
+        first_line = str(e).splitlines()[0]
+        raise ConfigOverrideError(
+            f"cannot parse the overrides: {first_line} (see python train_net.py --help)"
+        ) from None
     known = None
     for o in parsed:
         key = o.key_or_group
