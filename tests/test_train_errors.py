@@ -147,6 +147,15 @@ def test_a_missing_image_read_by_a_data_loading_worker_is_reported_as_itself(tin
     assert "Traceback" not in str(info.value) and "DataLoader worker" not in str(info.value)
 
 
+def test_a_missing_image_read_by_an_evaluation_worker_is_reported_as_itself(tiny_run):
+    missing = tiny_run / "data" / "tiny_val" / "001.png"
+    missing.unlink()
+    with pytest.raises(DatasetError) as info:
+        run_main(TINY_CONFIG, "dataloader.test.num_workers=2", "train.max_iter=1")
+    assert str(missing) in str(info.value)
+    assert "Traceback" not in str(info.value) and "DataLoader worker" not in str(info.value)
+
+
 @pytest.mark.parametrize("value", [0, -3])
 def test_the_meta_architecture_rejects_no_proposals_with_a_user_error(value):
     with pytest.raises(ConfigValueError, match=f"model.num_proposals must be a positive integer, got {value}") as info:

@@ -16,7 +16,14 @@ from .cli import (
     parse_options_anywhere,
 )
 from .hooks import GradClipHook, IterationSeedHook, NonFiniteCheck, NonFiniteLossError
-from .loader import DatasetNotFoundError, TrainLoader, dataset_categories, get_dataset_dicts, require_registered
+from .loader import (
+    DatasetNotFoundError,
+    TestLoader,
+    TrainLoader,
+    dataset_categories,
+    get_dataset_dicts,
+    require_registered,
+)
 from .solver import BackboneLRFactor, warmup_multistep
 from .train_loop import (
     DeviceError,
@@ -43,6 +50,7 @@ __all__ = [
     "IterationSeedHook",
     "NonFiniteCheck",
     "NonFiniteLossError",
+    "TestLoader",
     "TrainLoader",
     "WorkerError",
     "argument_parser",

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.utils.data as torchdata
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data.build import (
     filter_images_with_only_crowd_annotations,
     print_instances_class_histogram,
@@ -171,6 +171,38 @@ def _raise_worker_errors(batches):
             if isinstance(sample, _UserErrorInWorker):
                 raise sample.error()
         yield batch
+
+
+class _UserErrorsAsSamples:
+    """``mapper``, returning a :class:`UserError` raised in a data-loading worker as a sample (see
+    :class:`_UserErrorInWorker`)."""
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __call__(self, dataset_dict):
+        try:
+            return self.mapper(dataset_dict)
+        except UserError as e:
+            if torchdata.get_worker_info() is None:
+                raise
+            return _UserErrorInWorker(e)
+
+
+class TestLoader:
+    """detectron2's test loader (one image per batch by default) whose workers' user errors (an unreadable image, a
+    size that is not its annotation's) stop evaluation with their own message, as in the main process."""
+
+    def __init__(self, dataset, *, mapper, num_workers: int = 0, **kwargs):
+        self.num_workers = num_workers
+        mapper = _UserErrorsAsSamples(mapper) if num_workers > 0 else mapper
+        self.loader = build_detection_test_loader(dataset=dataset, mapper=mapper, num_workers=num_workers, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return _raise_worker_errors(self.loader) if self.num_workers > 0 else iter(self.loader)
 
 
 class _SeededMapDataset(torchdata.Dataset):

@@ -4,11 +4,10 @@ DETR-style crop (Sparse R-CNN's 300-proposal configs use it). ``dataloader.train
 drop (True) or keep images without annotations."""
 
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader
 from omegaconf import OmegaConf
 
 from recursivedet.data.mapper import DetectionMapper, inference_augmentations, train_augmentations
-from recursivedet.engine.loader import TrainLoader, get_dataset_dicts
+from recursivedet.engine.loader import TestLoader, TrainLoader, get_dataset_dicts
 from recursivedet.evaluation import build_coco_evaluator
 
 dataloader = OmegaConf.create()
@@ -32,7 +31,7 @@ dataloader.train = L(TrainLoader)(
     aspect_ratio_grouping=True,
 )
 
-dataloader.test = L(build_detection_test_loader)(
+dataloader.test = L(TestLoader)(
     dataset=L(get_dataset_dicts)(names="coco_2017_val", filter_empty=False),
     mapper=L(DetectionMapper)(
         is_train=False,
