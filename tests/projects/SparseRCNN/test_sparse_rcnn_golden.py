@@ -12,9 +12,9 @@ from detectron2.config import instantiate
 from model_factory import TinyBackbone, one_thread
 
 from recursivedet import model_zoo
+from recursivedet.analysis.golden import seeded_official_weights
 from recursivedet.modeling.box_utils import cxcywh_to_xyxy, xyxy_to_cxcywh
 from recursivedet.projects.SparseRCNN.convert import convert_official_state_dict
-from recursivedet.projects.SparseRCNN.side_by_side.golden import seeded_official_weights
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,0 +1,57 @@
+"""What the golden fixtures of the official codes share (``projects/<Host>/side_by_side/golden.py`` writes one
+from an official checkout, ``tests/projects/<Host>/test_*_golden.py`` checks this project against it without one):
+the official weights, named instead of stored (each tensor from its own generator, seeded by the fixture's seed and
+the tensor's name, so that a test rebuilds them from names and shapes alone), and the image and boxes they run on."""
+
+import math
+import zlib
+
+import torch
+
+
+def seeded_official_weights(shapes: dict[str, tuple], seed: int) -> dict[str, torch.Tensor]:
+    """Matrices at the scale of their fan-in, LayerNorm weights near 1, other vectors near 0, last box layers at a
+    tenth (refinements of a trained model are small, and boxes then stay in the image), learnable proposal boxes
+    spread over the image (centres 0.3-0.7, sizes 0.4-1.0): no symmetric default hides a mistake such as swapped
+    q/k/v biases or a mirrored box coordinate."""
+    weights = {}
+    for name, shape in shapes.items():
+        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        noise = torch.randn(shape, generator=g)
+        if name == "init_proposal_boxes.weight":
+            u = torch.rand(shape, generator=g)
+            value = torch.cat([0.3 + 0.4 * u[:, :2], 0.4 + 0.6 * u[:, 2:]], dim=1)
+        elif len(shape) > 1:
+            value = noise / math.sqrt(math.prod(shape[1:]))
+        elif "norm" in name and name.endswith("weight"):
+            value = 1 + 0.2 * noise
+        else:
+            value = 0.1 * noise
+        weights[name] = value * 0.1 if "bboxes_delta." in name else value
+    return weights
+
+
+def official_shapes(model, skip: tuple[str, ...] = ("backbone.",)) -> dict[str, tuple]:
+    """Names and shapes of ``model``'s parameters but those under ``skip`` (the backbone: a fixture keeps its maps)."""
+    return {k: tuple(p.shape) for k, p in model.named_parameters() if not k.startswith(skip)}
+
+
+def set_weights(model, weights: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, value in weights.items():
+            model.get_parameter(name).copy_(value)
+
+
+IMAGE_SIZE = (64, 96)
+GT_BOXES = [[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 90.0, 60.0], [50.0, 30.0, 70.0, 62.0]]  # pixel xyxy
+GT_CLASSES = [0, 2, 1]
+
+
+def golden_batch(seed: int) -> list[dict]:
+    """One random (3, 64, 96) uint8 image with three ground-truth boxes, as detectron2's input."""
+    from detectron2.structures import Boxes, Instances
+
+    h, w = IMAGE_SIZE
+    image = torch.randint(0, 256, (3, h, w), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    instances = Instances((h, w), gt_boxes=Boxes(torch.tensor(GT_BOXES)), gt_classes=torch.tensor(GT_CLASSES))
+    return [{"image": image, "height": h, "width": w, "instances": instances}]
