@@ -8,8 +8,9 @@ and 3 classes; its head gets the weights of :func:`~recursivedet.analysis.golden
 tests rebuild from the names, shapes and seed the file holds. On one image the file keeps the FPN maps, and two head
 calls with everything they received and gave: a sampling step (seeded boxes at t = 600: every stage's logits and
 pixel boxes) and one training step (the corrupted ground truth at the official code's own random t, and its weighted
-losses). ``tests/projects/DiffusionDet/test_diffusiondet_golden.py`` converts the weights with this project's converter and runs
-this project's head on the same inputs. Run it in a process of its own: it imports the official package.
+losses). ``tests/projects/DiffusionDet/test_diffusiondet_golden.py`` converts the weights with this project's
+converter and runs this project's head on the same inputs. Run it in a process of its own: it imports the official
+package.
 """
 
 import argparse
