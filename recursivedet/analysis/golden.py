@@ -9,16 +9,23 @@ import zlib
 import torch
 
 
-def seeded_official_weights(shapes: dict[str, tuple], seed: int) -> dict[str, torch.Tensor]:
-    """Matrices at the scale of their fan-in, LayerNorm weights near 1, other vectors near 0, last box layers at a
-    tenth (refinements of a trained model are small, and boxes then stay in the image), learnable proposal boxes
-    spread over the image (centres 0.3-0.7, sizes 0.4-1.0): no symmetric default hides a mistake such as swapped
-    q/k/v biases or a mirrored box coordinate."""
+SMALL_LAYERS = ("bboxes_delta.",)
+"""Official layers whose weights :func:`seeded_official_weights` scales to a tenth by default: Sparse R-CNN's and
+DiffusionDet's last box layer."""
+
+
+def seeded_official_weights(
+    shapes: dict[str, tuple], seed: int, small: tuple[str, ...] = SMALL_LAYERS
+) -> dict[str, torch.Tensor]:
+    """Matrices at the scale of their fan-in, LayerNorm weights near 1, other vectors near 0, the layers named in
+    ``small`` at a tenth (box refinements of a trained model are small, and boxes then stay in the image), learnable
+    proposal boxes spread over the image (centres 0.3-0.7, sizes 0.4-1.0): no symmetric default hides a mistake
+    such as swapped q/k/v biases or a mirrored box coordinate."""
     weights = {}
     for name, shape in shapes.items():
         g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
         noise = torch.randn(shape, generator=g)
-        if name == "init_proposal_boxes.weight":
+        if name.endswith(("init_proposal_boxes.weight", "init_proposal_bboxes.weight")):  # Sparse R-CNN, AdaMixer
             u = torch.rand(shape, generator=g)
             value = torch.cat([0.3 + 0.4 * u[:, :2], 0.4 + 0.6 * u[:, 2:]], dim=1)
         elif len(shape) > 1:
@@ -27,7 +34,7 @@ def seeded_official_weights(shapes: dict[str, tuple], seed: int) -> dict[str, to
             value = 1 + 0.2 * noise
         else:
             value = 0.1 * noise
-        weights[name] = value * 0.1 if "bboxes_delta." in name else value
+        weights[name] = value * 0.1 if any(s in name for s in small) else value
     return weights
 
 
