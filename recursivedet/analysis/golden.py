@@ -8,7 +8,6 @@ import zlib
 
 import torch
 
-
 SMALL_LAYERS = ("bboxes_delta.",)
 """Official layers whose weights :func:`seeded_official_weights` scales to a tenth by default: Sparse R-CNN's and
 DiffusionDet's last box layer."""
