@@ -18,7 +18,7 @@ from recursivedet.errors import CheckpointFormatError, run_command
 from recursivedet.modeling.stage import DecoderStage
 from recursivedet.projects.SparseRCNN.convert import convert_official_state_dict, detect_official_architecture
 
-CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "models"
+CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[3] / "configs" / "models"
 
 # One stage of the official Sparse R-CNN (head.head_series.<i>.*, i = 0..5).
 SPARSE_RCNN_STAGE = """
