@@ -27,8 +27,8 @@ model.decoder.stage.dynamic_dim = 16
 model.decoder.stage.num_classes = 4
 model.decoder.num_stages = 4
 model.decoder.box_delta_init = "zero"
-# Distinct starting boxes (Sparse R-CNN's grid) instead of 30 copies of the whole image: measured on this
-# dataset, AP50 1.9 -> 51.2 after 150-200 iterations.
+# Distinct starting boxes (Sparse R-CNN's grid) instead of 30 copies of the whole image, which give the first stage
+# nothing to tell the proposals apart by in a short training (docs/training.md, "The demo").
 model.proposal_box_init = "grid"
 model.num_proposals = 30
 model.detections_per_image = 30

@@ -1,11 +1,11 @@
 """Fully connected layers that run their float32 matrix products on oneDNN on the CPU.
 
-PyTorch sends a float32 ``F.linear`` on the CPU to MKL's sgemm. On AMD processors MKL takes a generic
-code path: measured on a 2-core AMD EPYC with AVX-512 (``python -m recursivedet.analysis.benchmark``
-prints both), MKL reaches about 100 GFLOP/s (multiply-adds) where oneDNN, which PyTorch also ships and
-already uses for its convolutions, reaches about 220. The decoder's matrix products are almost all of
-its work (the dynamic layer alone, 256 -> 32768 per proposal and pass, is about half), so its linear
-layers call oneDNN directly. Results equal ``F.linear`` up to float32 rounding (the tests check this).
+PyTorch sends a float32 ``F.linear`` on the CPU to MKL's sgemm, which takes a generic, slower code path on AMD
+processors; oneDNN, which PyTorch also ships and already uses for its convolutions, does not. The decoder's matrix
+products are almost all of its work (the dynamic layer alone, 256 -> 32768 per proposal and pass, is about half),
+so its linear layers call oneDNN directly. ``python -m recursivedet.analysis.benchmark --config-file CONFIG``
+prints both libraries' large-matrix throughput on the machine at hand. Results equal ``F.linear`` up to float32
+rounding (the tests check this).
 
 Everything else takes ``F.linear``: other devices, other dtypes, autocast, TorchScript and tracing (so
 that fvcore still counts the FLOPs), ``torch.compile`` and ``torch.export`` (which need a known operator), and

@@ -24,16 +24,18 @@ class AdaptiveMixing(nn.Module):
         dim: query width c = feature width. num_groups: G (4). in_points: P_in (32). out_points: P_out (128).
         chunk_queries: bounds the intermediates to what this many queries make at once (None: no bound); the
             result is the same. At the official sizes each query's generated mixers and spatial-mixing output
-            take 128 KB each, so the 300 queries of an image make 39 MB tensors: above 32 MB glibc's ``malloc``
-            maps fresh pages for every allocation, and faulting them in made the spatial product and its
-            LayerNorm 3-4x slower on the CPU (measured at 300 queries). 128 keeps each under 17 MB, reused from
-            the heap and within a 32 MB L3 cache.
+            take 128 KB each, so the 300 queries of an image make 39 MB tensors: above glibc's ``malloc`` mmap
+            threshold (32 MB at most) every allocation maps fresh pages, and faulting them in slows the spatial
+            product and its LayerNorm on the CPU. 128 keeps each under 17 MB, reused from the heap and more
+            likely to stay in the last-level cache (``python -m recursivedet.analysis.benchmark --config-file
+            AdaMixer/adamixer_R50_300pro_3x.py model.decoder.stage.mixing_chunk_queries=null`` times the other
+            choice).
 
     With gradients, the queries are mixed in even chunks of at most ``chunk_queries`` (300 -> 3 x 100). Without
     them (inference), one group at a time for chunks of at most ``G * chunk_queries`` queries (the same bound):
     each group's rows of the dynamic layer and columns of the out layer are then read once for all the queries
-    of an image instead of once per chunk, and Out sums the groups' products (8-15 ms less per stage at 300
-    queries on a 2-core CPU, 2 threads). The group-wise path is inference-only because autograd would
+    of an image instead of once per chunk, and Out sums the groups' products (less memory traffic per stage). The
+    group-wise path is inference-only because autograd would
     materialize a full-size zero gradient for each weight slice.
     """
 
