@@ -64,6 +64,8 @@ class Host:
         paper_rows: the paper's rows reproduced on this host, by group ("main", "ablation", "swin", ...).
         meta_architecture: the detector class the host's configs build.
         export: None when ``python -m recursivedet.deploy`` exports the host's models, else why it does not.
+        inapplicable_switches: the paper switches (config keys of ``recursivedet.switches``) that the host's
+            configs do not have, with the reason; an override of one stops with that reason.
     """
 
     name: str
@@ -72,6 +74,7 @@ class Host:
     paper_rows: dict[str, list[PaperRow]] = field(default_factory=dict)
     meta_architecture: type | None = None
     export: str | None = None
+    inapplicable_switches: dict[str, str] = field(default_factory=dict)
 
 
 @cache

@@ -32,4 +32,12 @@ HOST = Host(
     paper_rows={"main": TABLE2_ROWS},
     meta_architecture=AdaMixer,
     export="the AdaMixer decoder's point sampling has no exported graph yet",
+    inapplicable_switches={
+        "model.proposal_box_init": "its initial positions are the whole image, not learned (the official query "
+        "generator)",
+        "model.decoder.stage.box_refinement": "it refines (x, y, z, r) positions, the official AdaMixer's only form",
+        "model.decoder.box_delta_init": "its position update starts at zero, as in the official initialisation",
+        "model.decoder.stage.dynamic_conv_pe_form": "its position term enters the adaptive mixing before a LayerNorm "
+        "over points and channels, which keeps it: it has one form, and it acts",
+    },
 )

@@ -43,4 +43,10 @@ HOST = Host(
     paper_rows={"main": TABLE2_ROWS},
     meta_architecture=DiffusionDet,
     export="DiffusionDet's DDIM sampling (seeded noise, box renewal, NMS) has no exported graph yet",
+    inapplicable_switches={
+        "model.proposal_box_init": "it has no learnable proposal boxes: they are ground truth corrupted with noise "
+        "in training and drawn from noise at inference",
+        "model.criterion.l1_box_format": "its dynamic-k criterion compares normalised (x1, y1, x2, y2), as the "
+        "official DiffusionDet does",
+    },
 )

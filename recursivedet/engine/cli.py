@@ -211,6 +211,8 @@ def check_overrides(cfg, overrides: list[str]) -> None:
                 f"{key}=[...] and quote it in the shell, e.g. '{key}=[{o.input_line.partition('=')[2]}]'"
             )
         old = _lookup(cfg, key)
+        if old is _MISSING and (why := _inapplicable_switch(cfg, key)):
+            raise ConfigOverrideError(f"override {o.input_line!r}: {why}")
         if old is _MISSING:
             known = known if known is not None else _all_keys(cfg)
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
@@ -227,6 +229,25 @@ def check_overrides(cfg, overrides: list[str]) -> None:
                 f"override {o.input_line!r}: {key} expects {_type_name(old)} (currently {old!r}), "
                 f"got {_type_name(new)} {new!r}{hint}"
             )
+
+
+def _inapplicable_switch(cfg, key: str) -> str | None:
+    """Why paper switch ``key`` does not apply to the host that ``cfg.model`` builds, as the host declares it
+    (:attr:`recursivedet.hosts.Host.inapplicable_switches`); None when it declares nothing about ``key``."""
+    from detectron2.config.instantiate import _convert_target_to_string, locate
+    from omegaconf import OmegaConf
+
+    from recursivedet.hosts import hosts
+
+    target = OmegaConf.select(cfg, "model._target_", default=None)
+    if target is None:
+        return None
+    target = locate(target) if isinstance(target, str) else target
+    for host in hosts().values():
+        if isinstance(target, type) and host.meta_architecture and issubclass(target, host.meta_architecture):
+            why = host.inapplicable_switches.get(key)
+            return f"{key} does not apply to {host.name} ({_convert_target_to_string(target)}): {why}" if why else None
+    return None
 
 
 TRAINING_CONFIG_KEYS = ("model", "train", "dataloader", "optimizer", "lr_multiplier")
