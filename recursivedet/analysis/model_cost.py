@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import sys
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -96,8 +97,10 @@ def model_cost(config, input_size=(800, 1216), with_flops: bool = True, override
     """Parameters (total, backbone, per decoder-stage module by category) and FLOPs of a config's model
     (``config``: a config name or file, see :mod:`recursivedet.model_zoo`; ``overrides``: ``key=value``)."""
     cfg = load_config(str(config), list(overrides))
-    # Counting parameters needs no values: without FLOPs the model is built on the meta device, in a blink.
-    with contextlib.nullcontext() if with_flops else torch.device("meta"):
+    # Counting parameters needs no values: without FLOPs the model is built on the meta device, in a blink (and
+    # pretrained weights loaded while it is built are not copied, which torch would warn about for each tensor).
+    with contextlib.nullcontext() if with_flops else torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
         model = instantiate(cfg.model)
     result = {
         "config": str(config),
