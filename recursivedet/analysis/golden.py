@@ -61,3 +61,27 @@ def golden_batch(seed: int) -> list[dict]:
     image = torch.randint(0, 256, (3, h, w), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
     instances = Instances((h, w), gt_boxes=Boxes(torch.tensor(GT_BOXES)), gt_classes=torch.tensor(GT_CLASSES))
     return [{"image": image, "height": h, "width": w, "instances": instances}]
+
+
+def fixture_command(doc: str, write_fixture, argv=None, archs: tuple[str, ...] = ()) -> int:
+    """The command of a project's fixture writer: ``--official-root``, ``--output``, ``--seed`` (and ``--arch``
+    among ``archs`` when the checkout may be of several codes); ``write_fixture(root, seed[, arch])`` returns
+    the fixture, which is saved to ``--output`` and summed up in one line."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official-root", required=True, type=Path)
+    if archs:
+        parser.add_argument("--arch", required=True, choices=archs)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    extra = {"arch": args.arch} if archs else {}
+    fixture = write_fixture(args.official_root.resolve(), args.seed, **extra)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(fixture, args.output)
+    total = sum(fixture["losses"].values())
+    print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB): total loss {total}")
+    return 0

@@ -12,12 +12,18 @@ stage's logits and pixel boxes, and the weighted losses of one training step on 
 project's decoder on the same maps. Run it in a process of its own: it imports the official package.
 """
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from recursivedet.analysis.golden import IMAGE_SIZE, golden_batch, official_shapes, seeded_official_weights, set_weights
+from recursivedet.analysis.golden import (
+    IMAGE_SIZE,
+    fixture_command,
+    golden_batch,
+    official_shapes,
+    seeded_official_weights,
+    set_weights,
+)
 from recursivedet.errors import run_command
 
 from .official import official_batch, stage_outputs
@@ -51,7 +57,7 @@ def small_official_model(root: Path, seed: int):
     return model
 
 
-def write_fixture(root: Path, output: Path, seed: int = 0) -> dict:
+def write_fixture(root: Path, seed: int = 0) -> dict:
     model = small_official_model(root, seed)
     (sample,) = golden_batch(seed)
     image, instances = sample["image"], sample["instances"]
@@ -77,22 +83,11 @@ def write_fixture(root: Path, output: Path, seed: int = 0) -> dict:
         # weighted, as the official training sums them; the query generator reports no loss
         "losses": {k: v.item() for k, v in losses.items() if "loss" in k},
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(fixture, output)
     return fixture
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--official-root", required=True, type=Path)
-    parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    fixture = write_fixture(args.official_root.resolve(), args.output, args.seed)
-    size = args.output.stat().st_size
-    print(f"wrote {args.output} ({size / 1e6:.2f} MB): losses {fixture['losses']}")
-    return 0
+    return fixture_command(__doc__, write_fixture, argv)
 
 
 if __name__ == "__main__":

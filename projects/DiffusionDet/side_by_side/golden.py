@@ -13,13 +13,19 @@ converter and runs this project's head on the same inputs. Run it in a process o
 package.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-from recursivedet.analysis.golden import IMAGE_SIZE, golden_batch, official_shapes, seeded_official_weights, set_weights
+from recursivedet.analysis.golden import (
+    IMAGE_SIZE,
+    fixture_command,
+    golden_batch,
+    official_shapes,
+    seeded_official_weights,
+    set_weights,
+)
 from recursivedet.errors import run_command
 
 from .official import OFFICIAL_CONFIG
@@ -49,7 +55,7 @@ def small_official_model(root: Path, seed: int):
     return model
 
 
-def write_fixture(root: Path, output: Path, seed: int = 0) -> dict:
+def write_fixture(root: Path, seed: int = 0) -> dict:
     from torchvision.ops import box_convert
 
     model = small_official_model(root, seed)
@@ -92,22 +98,11 @@ def write_fixture(root: Path, output: Path, seed: int = 0) -> dict:
         "gt_classes": batch[0]["instances"].gt_classes.clone(),
         "losses": {k: v.item() for k, v in losses.items()},  # weighted, as the official training sums them
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(fixture, output)
     return fixture
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--official-root", required=True, type=Path)
-    parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    fixture = write_fixture(args.official_root.resolve(), args.output, args.seed)
-    size = args.output.stat().st_size
-    print(f"wrote {args.output} ({size / 1e6:.2f} MB): total loss {sum(fixture['losses'].values())}")
-    return 0
+    return fixture_command(__doc__, write_fixture, argv)
 
 
 if __name__ == "__main__":

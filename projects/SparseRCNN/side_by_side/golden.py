@@ -14,12 +14,18 @@ boxes, and the weighted losses of one training step on three ground-truth boxes.
 project's decoder on the same maps and compares. Run it in a process of its own: it imports the official package.
 """
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from recursivedet.analysis.golden import IMAGE_SIZE, golden_batch, official_shapes, seeded_official_weights, set_weights
+from recursivedet.analysis.golden import (
+    IMAGE_SIZE,
+    fixture_command,
+    golden_batch,
+    official_shapes,
+    seeded_official_weights,
+    set_weights,
+)
 from recursivedet.errors import run_command
 
 from .official import OFFICIAL_CONFIG, import_official
@@ -46,7 +52,7 @@ def small_official_model(root: Path, seed: int):
     return model
 
 
-def write_fixture(root: Path, arch: str, output: Path, seed: int = 0) -> dict:
+def write_fixture(root: Path, seed: int = 0, arch: str = "recursivedet") -> dict:
     model = small_official_model(root, seed)
     found = "recursivedet" if hasattr(model.head, "rcnn_head_first") else "sparse_rcnn"
     if found != arch:
@@ -75,24 +81,11 @@ def write_fixture(root: Path, arch: str, output: Path, seed: int = 0) -> dict:
         "gt_classes": batch[0]["instances"].gt_classes.clone(),
         "losses": {k: v.item() for k, v in losses.items()},  # weighted, as the official training sums them
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(fixture, output)
     return fixture
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--official-root", required=True, type=Path)
-    parser.add_argument("--arch", required=True, choices=("recursivedet", "sparse_rcnn"))
-    parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    fixture = write_fixture(args.official_root.resolve(), args.arch, args.output, args.seed)
-    size = args.output.stat().st_size
-    stages = len(fixture["stage_logits"])
-    print(f"wrote {args.output} ({size / 1e6:.2f} MB): {stages} stages, total loss {sum(fixture['losses'].values())}")
-    return 0
+    return fixture_command(__doc__, write_fixture, argv, archs=("recursivedet", "sparse_rcnn"))
 
 
 if __name__ == "__main__":
