@@ -1,6 +1,6 @@
 """Packaging beside pyproject.toml: the checkout's top-level ``configs/`` and ``projects/`` folders install as
-``recursivedet.configs`` (data: LazyConfig files, loaded by name with ``recursivedet.model_zoo.get_config``)
-and ``recursivedet.projects`` (the other hosts' code and configs), in regular and editable installs alike."""
+``recursivedet.configs`` (the configs' shared parts, loaded by name with ``recursivedet.model_zoo.get_config``)
+and ``recursivedet.projects`` (every host's code and configs), in regular and editable installs alike."""
 
 from setuptools import find_namespace_packages, find_packages, setup
 

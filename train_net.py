@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate RecursiveDet / Sparse R-CNN from a LazyConfig file (detectron2's conventions).
 
-    python train_net.py --config-file configs/<config>.py [--num-gpus N] [--resume] [--eval-only] [key=value ...]
+    python train_net.py --config-file <Project>/<config>.py [--num-gpus N] [--resume] [--eval-only] [key=value ...]
 
 ``python train_net.py --help`` lists the paper switches (config overrides) and examples. A problem with the
 input (config, override, dataset, checkpoint, device, a loss that becomes NaN) ends the command with one line

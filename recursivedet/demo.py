@@ -3,7 +3,7 @@ evaluate it on ``shapes_val``, export predictions and a few drawings, and print 
 
     python -m recursivedet.demo [--output DIR] [--num-drawings 6] [key=value ...]
 
-Trailing ``key=value`` pairs override ``configs/recursivedet_shapes_demo.py`` (e.g. ``train.max_iter=100``).
+Trailing ``key=value`` pairs override ``SparseRCNN/recursivedet_shapes_demo.py`` (e.g. ``train.max_iter=100``).
 ``--num-drawings 0`` skips the drawings. Exit status: 0 after a complete run, 1 if the evaluation produced no
 AP or a drawn image could not be read, 2 for a wrong argument.
 """
@@ -27,7 +27,7 @@ from recursivedet.export import main as export_main
 from recursivedet.export import parse_score
 from recursivedet.model_zoo import get_config_file
 
-DEMO_CONFIG = get_config_file("recursivedet_shapes_demo.py")
+DEMO_CONFIG = get_config_file("SparseRCNN/recursivedet_shapes_demo.py")
 
 
 # What the demo wrote into its folder: the fingerprint of its config.yaml (every training or evaluation run

@@ -1,14 +1,18 @@
 """Configs by name, from any working directory and any kind of install (as detectron2's ``model_zoo``).
 
     from recursivedet import model_zoo
-    cfg = model_zoo.get_config("recursivedet_R50_300pro_3x.py")           # configs/ of the checkout
-    cfg = model_zoo.get_config("ablations/table4_recst.py")
-    cfg = model_zoo.get_config("DiffusionDet/diffusiondet_R50.py")        # projects/DiffusionDet/configs/
+    cfg = model_zoo.get_config("SparseRCNN/recursivedet_R50_300pro_3x.py")  # projects/SparseRCNN/configs/
+    cfg = model_zoo.get_config("SparseRCNN/ablations/table4_recst.py")
+    cfg = model_zoo.get_config("DiffusionDet/diffusiondet_R50_500pro_60ep.py")
+    cfg = model_zoo.get_config("common/train.py")                          # configs/ of the checkout
 
-A name is a path relative to the checkout's ``configs/`` folder (installed as ``recursivedet.configs``), or
-``<Project>/<path>`` for ``projects/<Project>/configs/<path>`` (installed as ``recursivedet.projects``). A leading
-``configs/`` or ``projects/<Project>/configs/`` is accepted too, so the paths the README shows work from
-anywhere. An existing file path is used as it is.
+A name is ``<Project>/<path>`` for ``projects/<Project>/configs/<path>`` (installed as ``recursivedet.projects``),
+or a path relative to the checkout's ``configs/`` folder (the shared ``common/`` parts, installed as
+``recursivedet.configs``). A leading ``configs/`` or ``projects/<Project>/configs/`` is accepted too, so the paths
+the docs show work from anywhere. An existing file path is used as it is.
+
+A name without its project that exactly one project has (``recursivedet_shapes_demo.py``, the Sparse R-CNN host's
+configs' names before they moved into their project) still loads that project's config.
 """
 
 import difflib
@@ -44,15 +48,17 @@ def _config_files(root: Path) -> list[str]:
     )
 
 
+def _project_config_roots() -> list[Path]:
+    return sorted(p / "configs" for p in _projects_root().iterdir() if (p / "configs").is_dir())
+
+
 def config_names() -> list[str]:
-    """Every config name :func:`get_config_file` accepts (library configs, then ``<Project>/...``), sorted."""
-    names = [n for n in _config_files(_configs_root()) if not n.startswith(("common/", "models/"))]
-    for project in sorted(p for p in _projects_root().iterdir() if (p / "configs").is_dir()):
-        names += [
-            f"{project.name}/{n}"
-            for n in _config_files(project / "configs")
-            if not n.startswith(("common/", "models/"))
-        ]
+    """Every name of a complete config :func:`get_config_file` accepts (``<Project>/...``, then the library's;
+    not the parts under ``common/`` and ``models/``), sorted by project."""
+    names = []
+    for root in [*_project_config_roots(), _configs_root()]:
+        prefix = f"{root.parent.name}/" if root != _configs_root() else ""
+        names += [f"{prefix}{n}" for n in _config_files(root) if not n.startswith(("common/", "models/"))]
     return names
 
 
@@ -67,6 +73,10 @@ def _candidates(name: str) -> list[Path]:
     found = [_configs_root().joinpath(*parts)]
     if len(parts) > 1:
         found.append(_projects_root().joinpath(parts[0], "configs", *parts[1:]))
+    # A name without its project: the one project that has it.
+    in_projects = [root.joinpath(*parts) for root in _project_config_roots() if root.joinpath(*parts).is_file()]
+    if len(in_projects) == 1:
+        found += in_projects
     return found
 
 
@@ -81,7 +91,9 @@ def get_config_file(name: str | os.PathLike) -> str:
             return str(path)
     if os.path.isdir(name):
         raise ConfigNotFoundError(f"config file {name} is a directory, not a config file")
-    close = difflib.get_close_matches(name.removeprefix("configs/"), config_names(), n=3, cutoff=0.5)
+    names = config_names()
+    close = difflib.get_close_matches(name.removeprefix("configs/"), names, n=3, cutoff=0.5)
+    close += [n for n in names if n.endswith("/" + name) and n not in close][:1]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ConfigNotFoundError(
         f"config file {name} does not exist, nor is it a config name{hint} "

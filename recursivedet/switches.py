@@ -1,7 +1,7 @@
 """The paper's ablation factors as config overrides, for ``train_net.py --help``, docs/model.md and tests.
 
 Each entry: (factor, paper term, override(s) on the command line). Apply them to any config, e.g.
-``python train_net.py --config-file configs/recursivedet_R50_100pro_3x.py model.decoder.stage_sharing=all``.
+``python train_net.py --config-file SparseRCNN/recursivedet_R50_100pro_3x.py model.decoder.stage_sharing=all``.
 The REGO switches (paper 2, REGO, CVPR 2022) set ``model.rego``, present in every config with 0 stages (off):
 ``model.rego.num_stages=3`` adds REGO to any config, ``model.rego.num_stages=0`` removes it; the other REGO
 switches act when it has stages.

@@ -15,9 +15,9 @@ from detectron2.utils import comm
 from torch import nn
 
 from recursivedet.model_zoo import get_config
-from recursivedet.modeling import RecursiveDet
+from recursivedet.projects.SparseRCNN.modeling import RecursiveDet
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "projects" / "SparseRCNN" / "configs"
 
 
 @contextmanager
@@ -55,7 +55,7 @@ class TinyBackbone(Backbone):
 
 
 def tiny_config(name: str = "recursivedet", dim: int = 32, num_classes: int = 3, num_proposals: int = 8):
-    """The model config ``configs/models/<name>.py`` shrunk to a CPU-test size (same switches)."""
+    """The model config ``SparseRCNN/models/<name>.py`` shrunk to a CPU-test size (same switches)."""
     cfg = LazyConfig.load(str(CONFIG_DIR / "models" / f"{name}.py"))
     cfg.model.backbone = TinyBackbone(dim)
     stage = cfg.model.decoder.stage

@@ -7,7 +7,7 @@ import pytest
 from recursivedet.analysis.benchmark import main
 from recursivedet.model_zoo import get_config_file
 
-CONFIG = get_config_file("recursivedet_shapes_demo.py")
+CONFIG = get_config_file("SparseRCNN/recursivedet_shapes_demo.py")
 
 
 @pytest.mark.slow

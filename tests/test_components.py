@@ -17,7 +17,7 @@ from recursivedet.modeling.matcher import HungarianMatcher
 from recursivedet.modeling.position_encoding import CenternessMask, ImageSinePE, box_sine_embedding, centerness_grid
 from recursivedet.modeling.self_attention import ProposalSelfAttention
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "projects" / "SparseRCNN" / "configs"
 
 
 def _sinusoid(value: float, num_feats: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from recursivedet.engine import (
 )
 from recursivedet.switches import PAPER_SWITCHES
 
-MODEL_CONFIG = str(REPO / "configs" / "models" / "recursivedet.py")
+MODEL_CONFIG = str(REPO / "projects" / "SparseRCNN" / "configs" / "models" / "recursivedet.py")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_options_may_follow_the_overrides():
 def test_a_config_without_the_training_keys_is_named_in_one_line(tmp_path, capsys):
     config = tmp_path / "only_model.py"
     config.write_text(
-        'from recursivedet.model_zoo import get_config\nmodel = get_config("models/recursivedet.py").model\n'
+        'from recursivedet.model_zoo import get_config\nmodel = get_config("SparseRCNN/models/recursivedet.py").model\n'
     )
     with pytest.raises(SystemExit) as exit_info:
         train_net.invoke_main(["--config-file", str(config)])
@@ -148,7 +148,7 @@ def test_a_config_without_the_training_keys_is_named_in_one_line(tmp_path, capsy
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: config {config} defines no train, dataloader, optimizer, lr_multiplier: a training config defines "
         "model, train, dataloader, optimizer, lr_multiplier (start from one, e.g. "
-        "model_zoo.get_config('recursivedet_shapes_demo.py'), and change what differs)"
+        "model_zoo.get_config('SparseRCNN/recursivedet_shapes_demo.py'), and change what differs)"
     ]
 
 

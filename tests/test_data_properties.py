@@ -152,7 +152,7 @@ def test_validator_returns_or_raises_a_dataset_error_naming_the_file(work_dir, c
 
 @functools.cache
 def _demo_augmentations(random_crop: bool) -> list:
-    cfg = LazyConfig.load(str(REPO / "configs" / "recursivedet_shapes_demo.py"))
+    cfg = LazyConfig.load(str(REPO / "projects/SparseRCNN/configs/recursivedet_shapes_demo.py"))
     cfg.dataloader.train.mapper.augmentations.random_crop = random_crop
     return instantiate(cfg.dataloader.train.mapper.augmentations)
 

@@ -12,7 +12,7 @@ from model_factory import make_input, one_thread
 from recursivedet import demo
 from recursivedet.model_zoo import get_config_file
 
-CONFIG = get_config_file("recursivedet_shapes_demo.py")
+CONFIG = get_config_file("SparseRCNN/recursivedet_shapes_demo.py")
 
 
 @pytest.mark.slow

@@ -55,14 +55,14 @@ def test_bf16_gives_the_float32_outputs_within_bfloat16_precision(model):
 
 def test_bf16_without_processor_support_is_one_line(model, monkeypatch):
     monkeypatch.setattr(speed, "cpu_supports_bf16", lambda: False)
-    cfg = get_config("recursivedet_shapes_demo.py")
+    cfg = get_config("SparseRCNN/recursivedet_shapes_demo.py")
     cfg.train.inference.bf16 = True
     with pytest.raises(BFloat16UnsupportedError, match=r"train.inference.bf16=True needs a processor with bfloat16"):
         inference_model(cfg, model)
 
 
 def test_switches_from_the_config(model):
-    cfg = get_config("recursivedet_shapes_demo.py")
+    cfg = get_config("SparseRCNN/recursivedet_shapes_demo.py")
     assert inference_model(cfg, model) is model  # all off: the model itself
     cfg.dataloader.tta.enabled = True
     assert isinstance(inference_model(cfg, model), TestTimeAugmentation)

@@ -56,7 +56,7 @@ def type_name(cfg) -> str:
 
 
 HOST_CONFIGS = {
-    "SparseRCNN": "recursivedet_R50_300pro_3x.py",
+    "SparseRCNN": "SparseRCNN/recursivedet_R50_300pro_3x.py",
     "DiffusionDet": "DiffusionDet/recursivedet_diffusiondet_R50_500pro_60ep.py",
     "AdaMixer": "AdaMixer/recursivedet_adamixer_R50_300pro_3x.py",
 }

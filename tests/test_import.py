@@ -41,7 +41,7 @@ def test_model_zoo_command_lists_the_names_and_has_usage(capsys):
     from recursivedet import model_zoo
 
     assert model_zoo.main([]) == 0
-    assert "recursivedet_shapes_demo.py" in capsys.readouterr().out.splitlines()
+    assert "SparseRCNN/recursivedet_shapes_demo.py" in capsys.readouterr().out.splitlines()
     with pytest.raises(SystemExit) as stop:
         model_zoo.main(["--help"])
     assert stop.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m recursivedet.model_zoo")

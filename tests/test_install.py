@@ -2,6 +2,7 @@
 the checkout, and its model runs a forward pass; the projects are importable from the installed package."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ assert recursivedet.__file__.startswith(target), recursivedet.__file__
 import recursivedet.projects.SparseRCNN.convert  # noqa: F401  (a project's module, from the install)
 
 names = model_zoo.config_names()
-assert "recursivedet_R50_300pro_3x.py" in names and "rego/table2_3_stages.py" in names, names
+assert "SparseRCNN/recursivedet_R50_300pro_3x.py" in names and "SparseRCNN/rego/table2_3_stages.py" in names, names
 torch.manual_seed(0)
 for name in names:
     assert model_zoo.get_config_file(name).startswith(target), name
@@ -40,15 +41,18 @@ print(len(names), "configs")
 @pytest.mark.slow
 def test_regular_install_loads_every_config_by_name_from_another_directory(tmp_path):
     target = tmp_path / "site-packages"
+    # From a copy: setuptools builds in the source's build/, whose files of an earlier layout it would install.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "output", "datasets", "*.egg-info"))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target)]
-        + ["--disable-pip-version-check", str(REPO)],
+        + ["--disable-pip-version-check", str(source)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert build.returncode == 0, build.stderr[-3000:]
-    assert (target / "recursivedet" / "configs" / "recursivedet_R50_300pro_3x.py").is_file()
+    assert (target / "recursivedet" / "projects" / "SparseRCNN" / "configs" / "recursivedet_R50_300pro_3x.py").is_file()
     assert (target / "recursivedet" / "projects" / "SparseRCNN" / "convert.py").is_file()
 
     elsewhere = tmp_path / "elsewhere"

@@ -46,8 +46,8 @@ def test_parameters_equal_the_official_code(config, expected, costs):
 
 @pytest.mark.slow
 def test_the_per_channel_box_pe_adds_one_d_by_c_matrix_per_stage_module(costs):
-    official = costs("ablations/table6_recursive_bbpe_cbpe.py", OFFICIAL_FORM)
-    per_channel = costs("ablations/table6_recursive_bbpe_cbpe.py")
+    official = costs("SparseRCNN/ablations/table6_recursive_bbpe_cbpe.py", OFFICIAL_FORM)
+    per_channel = costs("SparseRCNN/ablations/table6_recursive_bbpe_cbpe.py")
     assert per_channel["params"] - official["params"] == 2 * 64 * 256  # RecSt-dagger: 2 stage modules
     pe_added = [s["PE"] - o["PE"] for s, o in zip(per_channel["stage_modules"], official["stage_modules"], strict=True)]
     assert pe_added == [64 * 256] * 2
@@ -55,9 +55,9 @@ def test_the_per_channel_box_pe_adds_one_d_by_c_matrix_per_stage_module(costs):
 
 @pytest.mark.slow
 def test_stage_parameters_equal_the_official_code(costs):
-    sparse = costs("ablations/table4_sparse_rcnn.py")["stage_modules"]
+    sparse = costs("SparseRCNN/ablations/table4_sparse_rcnn.py")["stage_modules"]
     assert [s["Total"] for s in sparse] == [OFFICIAL_STAGE_PARAMETERS["sparse_rcnn"]] * 6
-    recursive = costs("ablations/table6_recursive_bbpe_cbpe.py", OFFICIAL_FORM)["stage_modules"]
+    recursive = costs("SparseRCNN/ablations/table6_recursive_bbpe_cbpe.py", OFFICIAL_FORM)["stage_modules"]
     assert [s["Total"] for s in recursive] == [OFFICIAL_STAGE_PARAMETERS["recursivedet"]] * 2
     assert recursive[0]["PE"] == OFFICIAL_STAGE_PARAMETERS["recursivedet_pe"]
     # Paper Table 1, Sparse R-CNN: MSA 0.3M, Dyn 8.4M, Out 3.2M, Head 0.3M, Others 1.0M, Total 13.2M.
@@ -68,16 +68,16 @@ def test_stage_parameters_equal_the_official_code(costs):
 
 def test_every_table_row_has_a_config_with_its_switches():
     switches = {
-        "ablations/table4_recst.py": ("all", 1, None, False, False, "none"),
-        "ablations/table4_recst_recdy.py": ("all", 2, None, False, False, "none"),
-        "ablations/table4_recst_dagger_recdy.py": ("all_but_first", 2, 1, False, False, "none"),
-        "ablations/table6_bbpe.py": ("none", 1, None, True, True, "none"),
-        "ablations/table6_bbpe_cbpe.py": ("none", 1, None, True, True, "static"),
-        "ablations/table6_recursive_bbpe.py": ("all_but_first", 2, 1, True, True, "none"),
-        "ablations/table6_recursive_bbpe_cbpe.py": ("all_but_first", 2, 1, True, True, "static"),
-        "ablations/table5_centerness_learnable.py": ("all_but_first", 2, 1, True, True, "learnable"),
-        "ablations/table5_centerness_adjust.py": ("all_but_first", 2, 1, True, True, "adjust"),
-        "ablations/table4_sparse_rcnn.py": ("none", 1, None, False, False, "none"),
+        "SparseRCNN/ablations/table4_recst.py": ("all", 1, None, False, False, "none"),
+        "SparseRCNN/ablations/table4_recst_recdy.py": ("all", 2, None, False, False, "none"),
+        "SparseRCNN/ablations/table4_recst_dagger_recdy.py": ("all_but_first", 2, 1, False, False, "none"),
+        "SparseRCNN/ablations/table6_bbpe.py": ("none", 1, None, True, True, "none"),
+        "SparseRCNN/ablations/table6_bbpe_cbpe.py": ("none", 1, None, True, True, "static"),
+        "SparseRCNN/ablations/table6_recursive_bbpe.py": ("all_but_first", 2, 1, True, True, "none"),
+        "SparseRCNN/ablations/table6_recursive_bbpe_cbpe.py": ("all_but_first", 2, 1, True, True, "static"),
+        "SparseRCNN/ablations/table5_centerness_learnable.py": ("all_but_first", 2, 1, True, True, "learnable"),
+        "SparseRCNN/ablations/table5_centerness_adjust.py": ("all_but_first", 2, 1, True, True, "adjust"),
+        "SparseRCNN/ablations/table4_sparse_rcnn.py": ("none", 1, None, False, False, "none"),
     }
     assert {r.config for r in ABLATION_ROWS} == set(switches)
     for config, expected in switches.items():
@@ -104,7 +104,7 @@ def test_main_result_configs_use_300_proposals_and_the_crop():
 
 
 def test_breakdown_covers_every_parameter():
-    cfg = get_config("ablations/table5_centerness_adjust.py")
+    cfg = get_config("SparseRCNN/ablations/table5_centerness_adjust.py")
     cfg.model.backbone.bottom_up.stages.depth = 18
     del cfg.model.backbone.bottom_up.stages.stride_in_1x1
     cfg.model.backbone.bottom_up.stem.out_channels = 64
@@ -121,8 +121,8 @@ def test_cost_table_of_named_configs_shows_their_paper_rows(capsys):
     prints with its name."""
     from recursivedet.analysis.model_cost import main
 
-    assert main(["ablations/table4_recst.py", "configs/recursivedet_shapes_demo.py", "--no-flops"]) == 0
+    assert main(["SparseRCNN/ablations/table4_recst.py", "SparseRCNN/recursivedet_shapes_demo.py", "--no-flops"]) == 0
     lines = capsys.readouterr().out.splitlines()
     recst, demo = lines[3], lines[4]
     assert recst.startswith("Table 4") and "RecSt" in recst and " 40 " in recst
-    assert "recursivedet_shapes_demo.py" in demo and not demo.startswith("Table")
+    assert "SparseRCNN/recursivedet_shapes_demo.py" in demo and not demo.startswith("Table")

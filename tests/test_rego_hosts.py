@@ -78,7 +78,7 @@ def test_rego_gives_the_output_at_inference_and_can_be_left_out(host):
 @pytest.mark.parametrize(
     "config",
     [
-        "recursivedet_R50_300pro_3x.py",
+        "SparseRCNN/recursivedet_R50_300pro_3x.py",
         "DiffusionDet/recursivedet_diffusiondet_R50_500pro_60ep.py",
         "AdaMixer/recursivedet_adamixer_R50_300pro_3x.py",
     ],

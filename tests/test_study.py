@@ -16,26 +16,26 @@ from recursivedet.modeling.box_utils import cxcywh_to_xyxy
 from recursivedet.study import GROUPS, PAPER_ROWS, StudyRowError, correct_detection_ious, parse_row, select_rows
 from recursivedet.study.report import mean_spread, paired_difference, study_tables, tables_markdown, verdict
 
-# study row -> the ablation config stating the same row on the R50 model (configs/ablations, configs/rego)
+# study row -> the ablation config stating the same row on the R50 model (SparseRCNN/ablations, SparseRCNN/rego)
 ABLATION_CONFIGS = {
-    "sparse_rcnn": "ablations/table4_sparse_rcnn.py",
-    "recst": "ablations/table4_recst.py",
-    "recst_recdy": "ablations/table4_recst_recdy.py",
-    "recst_dagger_recdy": "ablations/table4_recst_dagger_recdy.py",
-    "bbpe": "ablations/table6_bbpe.py",
-    "bbpe_cbpe": "ablations/table6_bbpe_cbpe.py",
-    "recursive_bbpe": "ablations/table6_recursive_bbpe.py",
-    "recursivedet": "ablations/table6_recursive_bbpe_cbpe.py",
-    "centerness_learnable": "ablations/table5_centerness_learnable.py",
-    "centerness_adjust": "ablations/table5_centerness_adjust.py",
-    "recursivedet_rego": "rego/table2_3_stages.py",
+    "sparse_rcnn": "SparseRCNN/ablations/table4_sparse_rcnn.py",
+    "recst": "SparseRCNN/ablations/table4_recst.py",
+    "recst_recdy": "SparseRCNN/ablations/table4_recst_recdy.py",
+    "recst_dagger_recdy": "SparseRCNN/ablations/table4_recst_dagger_recdy.py",
+    "bbpe": "SparseRCNN/ablations/table6_bbpe.py",
+    "bbpe_cbpe": "SparseRCNN/ablations/table6_bbpe_cbpe.py",
+    "recursive_bbpe": "SparseRCNN/ablations/table6_recursive_bbpe.py",
+    "recursivedet": "SparseRCNN/ablations/table6_recursive_bbpe_cbpe.py",
+    "centerness_learnable": "SparseRCNN/ablations/table5_centerness_learnable.py",
+    "centerness_adjust": "SparseRCNN/ablations/table5_centerness_adjust.py",
+    "recursivedet_rego": "SparseRCNN/rego/table2_3_stages.py",
 }
 
 
 @pytest.mark.parametrize("row", sorted(ABLATION_CONFIGS))
 def test_paper_rows_state_the_ablation_configs(row):
     """Each study row's overrides turn the full RecursiveDet into exactly the model of its ablation config."""
-    studied = load_config("recursivedet_R50_100pro_3x.py", list(PAPER_ROWS[row].overrides))
+    studied = load_config("SparseRCNN/recursivedet_R50_100pro_3x.py", list(PAPER_ROWS[row].overrides))
     ablation = load_config(ABLATION_CONFIGS[row])
     assert OmegaConf.to_container(studied.model) == OmegaConf.to_container(ablation.model)
 
@@ -113,7 +113,7 @@ def test_correct_detection_ious_against_brute_force():
 
 def _shared_decoder_model(sharing: str, **decoder):
     cfg = load_config(
-        "recursivedet_shapes_demo.py",
+        "SparseRCNN/recursivedet_shapes_demo.py",
         [
             f"model.decoder.stage_sharing={sharing}",
             "model.decoder.num_stages=2",
@@ -357,7 +357,7 @@ def test_report_takes_the_studys_own_settings(tmp_path, capsys):
     study = tmp_path / "study"
     rows, tables = select_rows(["pe_diffusiondet"], [])
     settings = {
-        "config": "recursivedet_shapes_demo.py",
+        "config": "SparseRCNN/recursivedet_shapes_demo.py",
         "overrides": [],
         "seeds": [2],
         "iters": 900,

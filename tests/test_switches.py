@@ -28,7 +28,7 @@ def test_readme_and_help_list_every_switch():
 
 
 def build(overrides: list[str]):
-    cfg = LazyConfig.load(str(ROOT / "configs" / "recursivedet_R50_100pro_3x.py"))
+    cfg = LazyConfig.load(str(ROOT / "projects/SparseRCNN/configs/recursivedet_R50_100pro_3x.py"))
     cfg.model.backbone = TinyBackbone(32)
     stage = cfg.model.decoder.stage
     stage.dim, stage.num_heads, stage.ffn_dim, stage.dynamic_dim, stage.num_classes = 32, 4, 64, 8, 3

@@ -20,7 +20,7 @@ from detectron2.config import LazyConfig, instantiate
 from model_factory import TinyBackbone, make_input, one_thread, tiny_adamixer_config, tiny_diffusiondet_config
 
 from recursivedet.model_zoo import get_config
-from recursivedet.modeling import RecursiveDet
+from recursivedet.projects.SparseRCNN.modeling import RecursiveDet
 from recursivedet.switches import PAPER_SWITCHES
 
 # Far above float64 rounding (1e-15 here) and far below any real effect (1e-2 and more on these models).
@@ -30,8 +30,8 @@ INERT = 1e-10
 
 def recursivedet_config():
     """RecursiveDet as the official code (RecSt-dagger, RecDy with one pass in stage 1, both box PEs, static
-    centerness, 6 stages) from ``recursivedet_R50_100pro_3x.py``, at a CPU-test size."""
-    cfg = get_config("recursivedet_R50_100pro_3x.py")
+    centerness, 6 stages) from ``SparseRCNN/recursivedet_R50_100pro_3x.py``, at a CPU-test size."""
+    cfg = get_config("SparseRCNN/recursivedet_R50_100pro_3x.py")
     cfg.model.backbone = TinyBackbone(16)
     stage = cfg.model.decoder.stage
     stage.dim, stage.num_heads, stage.ffn_dim, stage.dynamic_dim, stage.num_classes = 16, 2, 32, 4, 3

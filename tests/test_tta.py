@@ -136,7 +136,7 @@ def test_scales_and_merging_keep_the_model_s_detection_count(model):
 
 
 def test_config_switch_and_its_errors(model):
-    cfg = get_config("recursivedet_shapes_demo.py")
+    cfg = get_config("SparseRCNN/recursivedet_shapes_demo.py")
     assert with_tta(cfg, model) is model  # off by default
     cfg.dataloader.tta.enabled = True
     wrapped = with_tta(cfg, model)

@@ -2,10 +2,10 @@
 (bravezzzzzz/RecursiveDet, projects/SparseRCNN) code into this project's format; ``python -m
 recursivedet.convert`` finds it through its host declaration (``host.py``).
 
-Use the result with the matching config: ``models/sparse_rcnn.py`` (or a ``sparse_rcnn_*`` config) for Sparse
-R-CNN checkpoints, ``models/recursivedet.py`` (or a ``recursivedet_*`` config) for RecursiveDet ones, with the
-checkpoint's numbers of proposals, classes and stages. The backbone and proposal keys are identical in both
-projects; only the decoder is renamed.
+Use the result with the matching config: ``SparseRCNN/models/sparse_rcnn.py`` (or a ``sparse_rcnn_*`` config) for
+Sparse R-CNN checkpoints, ``SparseRCNN/models/recursivedet.py`` (or a ``recursivedet_*`` config) for RecursiveDet
+ones, with the checkpoint's numbers of proposals, classes and stages. The backbone and proposal keys are identical
+in both projects; only the decoder is renamed.
 """
 
 import re
@@ -17,7 +17,7 @@ KNOWN_FORMAT = (
     "official Sparse R-CNN or RecursiveDet checkpoint: no 'head.head_series.*' or 'head.rcnn_head_first.*' keys"
 )
 # The model config (also a recursivedet.model_zoo name) that takes each converted architecture.
-MODEL_CONFIGS = {"sparse_rcnn": "configs/models/sparse_rcnn.py", "recursivedet": "configs/models/recursivedet.py"}
+MODEL_CONFIGS = {"sparse_rcnn": "SparseRCNN/models/sparse_rcnn.py", "recursivedet": "SparseRCNN/models/recursivedet.py"}
 
 # Official decoder-stage key -> this project's key, for both official codebases.
 _STAGE_RENAMES = [

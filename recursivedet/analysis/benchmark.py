@@ -1,6 +1,6 @@
 """Latency, throughput and memory of a config's model: a benchmark command, not a test.
 
-    python -m recursivedet.analysis.benchmark --config-file configs/recursivedet_R50_100pro_3x.py
+    python -m recursivedet.analysis.benchmark --config-file SparseRCNN/recursivedet_R50_100pro_3x.py
     python -m recursivedet.analysis.benchmark --config-file CONFIG --proposals 100 300 500 --sizes 512x512 800x1216
     python -m recursivedet.analysis.benchmark --config-file CONFIG --device cuda --json bench.json [key=value ...]
     python -m recursivedet.analysis.benchmark --official-root PATH --arch recursivedet --threads 2 --json sbs.json

@@ -1,7 +1,7 @@
 """Parameter and FLOP table of model configs next to the paper's figures.
 
     python -m recursivedet.analysis.model_cost                     # every ablation and main-result config (all hosts)
-    python -m recursivedet.analysis.model_cost configs/x.py --no-flops
+    python -m recursivedet.analysis.model_cost SparseRCNN/recursivedet_shapes_demo.py --no-flops
     python -m recursivedet.analysis.model_cost --input-size 800 1216 --json cost.json
 
 Parameters per decoder-stage module are split into paper Table 1's categories (MSA, Dyn, Out, Head,

@@ -12,8 +12,8 @@ __all__ = ["OFFICIAL_PARAMETERS", "OFFICIAL_STAGE_PARAMETERS", "PaperRow", "pape
 
 # Measured with the official code (R50-FPN, 100 proposals, frozen stem and res2): exact targets.
 OFFICIAL_PARAMETERS = {
-    "ablations/table4_sparse_rcnn.py": 106_237_768,
-    "ablations/table6_recursive_bbpe_cbpe.py": 54_612_476,
+    "SparseRCNN/ablations/table4_sparse_rcnn.py": 106_237_768,
+    "SparseRCNN/ablations/table6_recursive_bbpe_cbpe.py": 54_612_476,
     "DiffusionDet/diffusiondet_R50_500pro_60ep.py": 110_673_336,  # official DiffusionDet, 500 proposals
     "AdaMixer/adamixer_R50_300pro_3x.py": 134_842_904,  # official AdaMixer, 300 queries
 }

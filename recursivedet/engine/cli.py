@@ -43,12 +43,12 @@ def int_at_least(minimum: int):
 # switches come from ``recursivedet.switches.PAPER_SWITCHES``.
 HELP_SECTIONS: dict[str, str] = {
     "examples": """\
-  train:        train_net.py --config-file configs/recursivedet_R50_300pro_3x.py --num-gpus 8
+  train:        train_net.py --config-file SparseRCNN/recursivedet_R50_300pro_3x.py --num-gpus 8
   batch of 8:   train_net.py --config-file CONFIG dataloader.train.total_batch_size=8 optimizer.lr=1.25e-5
                 (lr linear in the batch size; iteration counts: see recursivedet/engine/solver.py)
   evaluate:     train_net.py --config-file CONFIG --eval-only train.init_checkpoint=output/model_final.pth
   resume:       train_net.py --config-file CONFIG --resume      (from train.output_dir/last_checkpoint)
-  CPU, 2 procs: train_net.py --config-file configs/recursivedet_shapes_demo.py --num-gpus 2 --dist-url auto
+  CPU, 2 procs: train_net.py --config-file SparseRCNN/recursivedet_shapes_demo.py --num-gpus 2 --dist-url auto
   export:       python -m recursivedet.export --config-file CONFIG --weights W.pth --images DIR --output OUT""",
     "overrides": """\
   Trailing key=value pairs override the config (hydra syntax: lists as [a,b], null for None). A key that
@@ -255,12 +255,13 @@ TRAINING_CONFIG_KEYS = ("model", "train", "dataloader", "optimizer", "lr_multipl
 
 def check_training_config(cfg, config_file: str, keys=TRAINING_CONFIG_KEYS) -> None:
     """:class:`ConfigFileError` naming the file and the top-level keys it does not define, of those that
-    ``train_net.py`` reads (a model-only config such as ``configs/models/*.py`` is not a training config)."""
+    ``train_net.py`` reads (a model-only config such as ``SparseRCNN/models/*.py`` is not a training config)."""
     missing = [k for k in keys if k not in cfg]
     if missing:
         raise ConfigFileError(
             f"config {config_file} defines no {', '.join(missing)}: a training config defines {', '.join(keys)} "
-            "(start from one, e.g. model_zoo.get_config('recursivedet_shapes_demo.py'), and change what differs)"
+            "(start from one, e.g. model_zoo.get_config('SparseRCNN/recursivedet_shapes_demo.py'), and change what "
+            "differs)"
         )
 
 

@@ -67,7 +67,7 @@ def _names(value) -> list[str]:
 def _model_class_counts(cfg) -> list[tuple[str, int]]:
     """(config key, number of classes) of every classifier of the model: the decoder's and, when REGO is on
     (``model.rego.num_stages`` > 0), REGO's, which follows the decoder's unless set on its own (see
-    ``configs/models/sparse_rcnn.py``)."""
+    ``SparseRCNN/models/sparse_rcnn.py``)."""
     keys = ["model.decoder.stage.num_classes"]
     rego_stages = OmegaConf.select(cfg, "model.rego.num_stages", default=None)
     if isinstance(rego_stages, int) and rego_stages > 0:

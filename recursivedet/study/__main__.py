@@ -37,7 +37,7 @@ from .report import study_tables, tables_markdown
 from .rows import DEFAULT_GROUPS, PAPER_ROWS, REGO_BASELINES, StudyRow, StudyRowError, parse_row, select_rows
 from .run import RESULT_FILE, SPEC_FILE
 
-BASE_CONFIG = "recursivedet_shapes_demo.py"
+BASE_CONFIG = "SparseRCNN/recursivedet_shapes_demo.py"
 SETTINGS_FILE = "study.json"
 
 
@@ -91,6 +91,14 @@ def study_settings(args, rows: list[StudyRow], tables: dict) -> dict:
     }
 
 
+def _same_config(a: str | None, b: str) -> bool:
+    """Two names of one config file (a name from before the Sparse R-CNN configs moved into their project)."""
+    try:
+        return a is not None and Path(get_config_file(a)).resolve() == Path(get_config_file(b)).resolve()
+    except FileNotFoundError:
+        return False
+
+
 def check_same_study(output: Path, settings: dict) -> None:
     """An output folder keeps one study: more rows or seeds may join it, nothing else may change."""
     path = output / SETTINGS_FILE
@@ -98,7 +106,7 @@ def check_same_study(output: Path, settings: dict) -> None:
         return
     old = json.loads(path.read_text())
     for key in ("config", "overrides", "iters", "eval_period", "max_stages", "score_threshold"):
-        if old.get(key) != settings[key]:
+        if old.get(key) != settings[key] and not (key == "config" and _same_config(old.get(key), settings[key])):
             raise StudyError(
                 f"{output} holds a study with {key}={old.get(key)!r}, not {settings[key]!r}: its runs would not "
                 "compare; choose another --output (or delete that folder to start over)"

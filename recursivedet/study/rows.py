@@ -2,8 +2,8 @@
 the user's own (``NAME: key=value ...``).
 
 A row is a config (None: the study's base config, the demo-size full RecursiveDet) and overrides. The paper rows
-are stated as overrides of the full model, exactly as ``configs/ablations/`` states them on the R50 config (a
-test applies each row to ``recursivedet_R50_100pro_3x.py`` and compares it with that ablation config), so the
+are stated as overrides of the full model, exactly as ``SparseRCNN/ablations/`` states them on the R50 config (a
+test applies each row to ``SparseRCNN/recursivedet_R50_100pro_3x.py`` and compares it with that ablation config), so the
 same switches are studied at demo size. Paper AP figures (COCO val, R50, 100 proposals) are listed beside
 each row for the report; they are not reproduced at this scale, the ordering is what is compared.
 """
@@ -71,7 +71,7 @@ PAPER_ROWS = {
             (
                 *_NOT_RECURSIVE,
                 *_NO_PE,
-                # Sparse R-CNN's own box deltas and L1 coordinates (configs/models/sparse_rcnn.py)
+                # Sparse R-CNN's own box deltas and L1 coordinates (SparseRCNN/models/sparse_rcnn.py)
                 "model.decoder.stage.box_refinement=deltas",
                 "model.criterion.l1_box_format=xyxy",
             ),

@@ -1,4 +1,4 @@
-"""The engine tests' training config: RecursiveDet (configs/models/recursivedet.py, every paper switch as
+"""The engine tests' training config: RecursiveDet (SparseRCNN/models/recursivedet.py, every paper switch as
 there) on a tiny backbone (``model_factory.TinyBackbone``) with a narrow 3-stage decoder and 8 proposals, the
 project's common train/optimizer/schedule/data configs shrunk to 6 CPU iterations at 56-96 px: a run takes
 a few seconds.
@@ -33,7 +33,7 @@ train = get_config("common/train.py").train
 optimizer = get_config("common/optim.py").optimizer
 lr_multiplier = get_config("common/schedule.py").lr_multiplier
 dataloader = get_config("common/data/shapes.py").dataloader
-model = get_config("models/recursivedet.py").model
+model = get_config("SparseRCNN/models/recursivedet.py").model
 
 model.backbone = L(TinyBackbone)(channels=32)
 model.decoder.stage.update(dim=32, num_heads=4, ffn_dim=64, dynamic_dim=8, num_classes=3)

@@ -8,7 +8,7 @@ from recursivedet.model_zoo import get_config
 
 from .tiny_coco import dataloader, lr_multiplier, model, optimizer, train
 
-model.backbone = get_config("models/recursivedet.py").model.backbone
+model.backbone = get_config("SparseRCNN/models/recursivedet.py").model.backbone
 model.backbone.bottom_up.stages = L(ResNet.make_default_stages)(depth=18, norm="SyncBN")
 model.backbone.bottom_up.stem.norm = "SyncBN"
 model.backbone.bottom_up.freeze_at = 0

@@ -1,4 +1,4 @@
-"""A CPU-sized AdaMixer on the built-in shapes dataset (as ``configs/recursivedet_shapes_demo.py`` for the Sparse
+"""A CPU-sized AdaMixer on the built-in shapes dataset (as ``SparseRCNN/recursivedet_shapes_demo.py`` for the Sparse
 R-CNN host): width 64 on the ImageNet-pretrained MobileNetV2 with the channel-mapping neck, 30 queries, 4 stages,
 G = 4 groups of 16 sampled points mixed to 32, backbone at 0.1x the head's learning rate, 900 iterations of 8
 images.

@@ -1,5 +1,5 @@
 """A CPU-sized DiffusionDet on the built-in shapes dataset: the data, optimizer, schedule, backbone and decoder
-sizes of the Sparse R-CNN host's demo (``configs/recursivedet_shapes_demo.py``: width 64 on the
+sizes of the Sparse R-CNN host's demo (``SparseRCNN/recursivedet_shapes_demo.py``: width 64 on the
 ImageNet-pretrained MobileNetV2-FPN, 4 stages, zero-initialised box deltas, backbone at 0.1x the head's learning
 rate, 900 iterations of 8 images), with 50 noise boxes as proposals and 1 DDIM step.
 
@@ -10,7 +10,7 @@ from recursivedet.model_zoo import get_config
 
 from .models.diffusiondet import model
 
-demo = get_config("recursivedet_shapes_demo.py")
+demo = get_config("SparseRCNN/recursivedet_shapes_demo.py")
 dataloader, optimizer, lr_multiplier, train = demo.dataloader, demo.optimizer, demo.lr_multiplier, demo.train
 
 model.backbone = demo.model.backbone

@@ -1,7 +1,7 @@
 """Any ``timm`` image model that exposes feature maps (Swin, ConvNeXt, ResNet, EfficientNet, RegNet, ...) as a
 detectron2 backbone, for detectron2's ``FPN``.
 
-LazyConfig (see ``configs/models/swin_fpn.py`` for the Swin models of paper Table 2)::
+LazyConfig (see ``SparseRCNN/recursivedet_swin_T_300pro_3x.py`` for the Swin models of paper Table 2)::
 
     from detectron2.config import LazyCall as L
     from detectron2.modeling.backbone import FPN

@@ -18,7 +18,9 @@ from recursivedet.errors import CheckpointFormatError, run_command
 from recursivedet.modeling.stage import DecoderStage
 from recursivedet.projects.SparseRCNN.convert import convert_official_state_dict, detect_official_architecture
 
-CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[3] / "configs" / "models"
+CONFIG_DIR = (
+    __import__("pathlib").Path(__file__).resolve().parents[3] / "projects" / "SparseRCNN" / "configs" / "models"
+)
 
 # One stage of the official Sparse R-CNN (head.head_series.<i>.*, i = 0..5).
 SPARSE_RCNN_STAGE = """
@@ -305,7 +307,7 @@ def test_cli_writes_a_checkpoint_the_model_loads(small, tmp_path, capsys):
     source, target = tmp_path / "official.pth", tmp_path / "converted.pth"
     torch.save({"model": official, "iteration": 1}, source)
     assert run_converter(str(source), str(target)) == 0
-    assert f"configs/models/{arch}.py" in capsys.readouterr().out
+    assert f"SparseRCNN/models/{arch}.py" in capsys.readouterr().out
     saved = torch.load(target, weights_only=True)  # the converted file holds tensors and a string only
     assert saved["converted_from"] == arch
     fresh = instantiate(small_config(arch).model)

@@ -78,6 +78,6 @@ model = L(AdaMixer)(
     channels_last=True,  # the backbone's memory format; same numbers up to float rounding
     # REGO after the decoder, off with 0 stages (model.rego.num_stages=3 adds it); the Sparse R-CNN host's REGO
     # node, its glimpses RoIAligned to 7 x 7 from the neck's maps.
-    rego=get_config("models/sparse_rcnn.py").model.rego,
+    rego=get_config("SparseRCNN/models/sparse_rcnn.py").model.rego,
 )
 model.rego.pooler_resolution = 7

@@ -1,7 +1,7 @@
 """DiffusionDet (every RecursiveDet switch off) on ResNet-50-FPN: 6 independent stages of Sparse R-CNN plus the
 time modulation, 500 proposals, one-to-many dynamic-k matching, 1-step DDIM sampling with box renewal and NMS
 (official defaults). 110,673,336 parameters, as the official code. The backbone and the decoder's sizes are the
-Sparse R-CNN host's (``configs/models/sparse_rcnn.py``)."""
+Sparse R-CNN host's (``SparseRCNN/models/sparse_rcnn.py``)."""
 
 from detectron2.config import LazyCall as L
 
@@ -15,7 +15,7 @@ from recursivedet.projects.DiffusionDet.modeling import (
     TimeEmbedding,
 )
 
-_host = get_config("models/sparse_rcnn.py").model
+_host = get_config("SparseRCNN/models/sparse_rcnn.py").model
 
 model = L(DiffusionDet)(
     backbone=_host.backbone,

@@ -7,13 +7,8 @@ from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.poolers import ROIPooler
 
-from recursivedet.modeling import (
-    HungarianMatcher,
-    RecurrentGlimpseDecoder,
-    RecursiveDecoder,
-    RecursiveDet,
-    SetCriterion,
-)
+from recursivedet.modeling import HungarianMatcher, RecurrentGlimpseDecoder, RecursiveDecoder, SetCriterion
+from recursivedet.projects.SparseRCNN.modeling import RecursiveDet
 
 model = L(RecursiveDet)(
     backbone=L(FPN)(
@@ -93,7 +88,7 @@ model = L(RecursiveDet)(
     channels_last=True,  # the backbone's memory format; same numbers
     fold_frozen_batchnorm=True,  # frozen batch norms applied inside the convolutions; same numbers
     # REGO refinement after the decoder (REGO, CVPR 2022), off with 0 stages: model.rego.num_stages=3 adds it
-    # (configs/models/recursivedet_rego.py). Width, classes, heads, FFN and glimpse size follow the decoder, as
+    # (SparseRCNN/models/recursivedet_rego.py). Width, classes, heads, FFN and glimpse size follow the decoder, as
     # the official REGO code takes them from its host transformer.
     rego=L(RecurrentGlimpseDecoder)(
         num_stages=0,  # K (REGO Table 2)

@@ -9,11 +9,10 @@ from detectron2.modeling import Backbone
 from torch import nn
 
 from recursivedet.errors import ConfigValueError
-
-from .criterion import SetCriterion
-from .decoder import RecursiveDecoder
-from .query_detector import Decoded, QueryDetector
-from .rego import RecurrentGlimpseDecoder
+from recursivedet.modeling.criterion import SetCriterion
+from recursivedet.modeling.decoder import RecursiveDecoder
+from recursivedet.modeling.query_detector import Decoded, QueryDetector
+from recursivedet.modeling.rego import RecurrentGlimpseDecoder
 
 
 def initial_boxes(kind: str, num: int) -> torch.Tensor:

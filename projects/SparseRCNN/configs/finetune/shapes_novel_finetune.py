@@ -3,8 +3,8 @@ class (``shapes_novel_train``: triangles on 200 images) for 300 iterations. The 
 not fit the new class count: they are re-initialised and listed in one log line; everything else starts from the
 checkpoint. Same recipe as ``shapes_novel_from_imagenet.py`` otherwise.
 
-    python train_net.py --config-file configs/finetune/shapes_base_pretrain.py
-    python train_net.py --config-file configs/finetune/shapes_novel_finetune.py
+    python train_net.py --config-file SparseRCNN/finetune/shapes_base_pretrain.py
+    python train_net.py --config-file SparseRCNN/finetune/shapes_novel_finetune.py
 """
 
 from .shapes_novel_from_imagenet import dataloader, lr_multiplier, model, optimizer, train

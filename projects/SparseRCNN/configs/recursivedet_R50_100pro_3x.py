@@ -1,11 +1,14 @@
 """RecursiveDet (Sparse R-CNN host), R50-FPN, 100 proposals, 3x schedule on COCO: the paper's ablation
 setting (Tables 4-6) and its full model (Table 6, last row)."""
 
-from .common.data.coco import dataloader
-from .common.optim import optimizer
-from .common.schedule import lr_multiplier
-from .common.train import train
+from recursivedet.model_zoo import get_config
+
 from .models.recursivedet import model
+
+dataloader = get_config("common/data/coco.py").dataloader
+optimizer = get_config("common/optim.py").optimizer
+lr_multiplier = get_config("common/schedule.py").lr_multiplier
+train = get_config("common/train.py").train
 
 model.num_proposals = 100
 

@@ -9,13 +9,15 @@ initialised backbone, or one trained at the head's rate, does not learn in minut
 
 from detectron2.config import LazyCall as L
 
+from recursivedet.model_zoo import get_config
 from recursivedet.modeling.backbone import build_mobilenet_v2_fpn_backbone
 
-from .common.data.shapes import dataloader
-from .common.optim import optimizer
-from .common.schedule import lr_multiplier
-from .common.train import train
 from .models.recursivedet import model
+
+dataloader = get_config("common/data/shapes.py").dataloader
+optimizer = get_config("common/optim.py").optimizer
+lr_multiplier = get_config("common/schedule.py").lr_multiplier
+train = get_config("common/train.py").train
 
 model.backbone = L(build_mobilenet_v2_fpn_backbone)(
     out_channels="${..decoder.stage.dim}", freeze_at=2, norm="FrozenBN", pretrained=True
