@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 from detectron2.structures import Boxes, Instances
 
-from recursivedet.modeling.linear import linear, uses_onednn
+from recursivedet.machine import processor_name
+from recursivedet.modeling.linear import onednn_applies, onednn_linear
 
 __all__ = [
     "detectron2_inputs",
@@ -112,26 +113,6 @@ def timing_summary(timing: dict, threads: int, runs: int, head_gflops: float) ->
     return summary
 
 
-def processor_name() -> str:
-    """The processor's model name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` knows), for figures that
-    depend on it: speed, and AP, which float rounding of one kernel or another moves by tenths."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor's block is enough
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    if "model name" in fields:  # a virtual machine's name can be as short as "AMD EPYC": add family and model
-        return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
-    import platform
-
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def load_average() -> float | None:
     """1-minute load average, recorded next to timings: other work on the machine skews them."""
     try:
@@ -142,13 +123,13 @@ def load_average() -> float | None:
 
 def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> dict:
     """Multiply-adds per second (GFLOP/s) of a large fp32 matrix product: through ``torch.mm`` (MKL on the
-    CPU) and, on the CPU, through oneDNN (what the decoder's linear layers use, see
+    CPU) and, on the CPU, through oneDNN (the two kernels the decoder's linear layers choose from, see
     :mod:`recursivedet.modeling.linear`); "best" is the machine's practical peak."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     rate = {"torch_mm": size**3 / median_seconds(lambda: a @ b, device, repeats) / 1e9}
-    if uses_onednn(a, b):
-        rate["onednn"] = size**3 / median_seconds(lambda: linear(a, b), device, repeats) / 1e9
+    if onednn_applies(a, b):
+        rate["onednn"] = size**3 / median_seconds(lambda: onednn_linear(a, b), device, repeats) / 1e9
     rate["best"] = max(rate.values())
     return rate
 
