@@ -27,6 +27,7 @@ __all__ = [
     "matmul_peak_gflops",
     "median_seconds",
     "model_parts",
+    "multiply_adds",
     "peak_memory_mb",
     "processor_name",
     "resident_mb",
@@ -88,6 +89,17 @@ def interleaved_timing(parts: list[str], ours: Callable, official: Callable, run
         }
         for side, side_samples in samples.items()
     }
+
+
+def multiply_adds(fn: Callable) -> float:
+    """GFLOPs (multiply-adds, the unit of the paper's tables) of one run of ``fn``, counted while it runs (matrix
+    products and convolutions, torch's ``FlopCounterMode``): a rate divides the count and the time of the same
+    work, whatever ``fn`` runs (one DDIM step or several, REGO or not)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:  # its module tracker needs autograd on
+        fn()
+    return counter.get_total_flops() / 2 / 1e9
 
 
 def timing_summary(timing: dict, threads: int, runs: int, head_gflops: float) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from recursivedet.errors import UserError
 from recursivedet.machine import processor_name
@@ -157,8 +158,8 @@ def cpu_linear_kernel() -> str:
 
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether oneDNN can take these operands here (float32 on the CPU, outside autocast, tracing, scripting
-    and compiling, in a PyTorch build that has it)."""
+    """Whether oneDNN can take these operands here (float32 on the CPU, outside autocast, tracing, scripting,
+    compiling and dispatch modes, in a PyTorch build that has it)."""
     return (
         _ONEDNN_LINEAR is not None
         and x.device.type == "cpu"
@@ -169,6 +170,7 @@ def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and not torch.jit.is_scripting()
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
+        and _get_current_dispatch_mode() is None  # e.g. FlopCounterMode, which counts aten's products only
     )
 
 
