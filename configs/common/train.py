@@ -11,7 +11,8 @@ train = dict(
     # None: optimizer.lr as given. A total batch size B0: optimizer.lr is the lr at B0 images per iteration and is
     # scaled linearly to dataloader.train.total_batch_size (recursivedet/engine/finetune.py).
     reference_batch_size=None,
-    amp=dict(enabled=False),  # mixed precision (CUDA only)
+    # mixed precision: float16 with a gradient scaler on CUDA; bfloat16 on the CPU where it has bfloat16 instructions
+    amp=dict(enabled=False),
     # evaluation and export (recursivedet/inference/speed.py): bfloat16 autocast, torch.compile of backbone and decoder
     inference=dict(bf16=False, compile=False),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),

@@ -6,6 +6,7 @@ fvcore ``ParamScheduler``), ``dataloader.{train,test,evaluator}`` and ``train`` 
 ``configs/common/train.py``).
 """
 
+import functools
 import inspect
 import json
 import logging
@@ -20,10 +21,11 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.utils import comm
 from omegaconf import OmegaConf
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from recursivedet.errors import TRACEBACK_ENV, ConfigValueError, NonFiniteError, UserError
-from recursivedet.inference.speed import inference_model
+from recursivedet.inference.speed import cpu_supports_bf16, inference_model
 
 from .checkpoint import Checkpointer, CheckpointError, load_weights
 from .cli import peer_reported_error
@@ -52,9 +54,31 @@ def check_device(cfg, processes_per_machine: int = 1) -> torch.device:
             f"--num-gpus {processes_per_machine} processes need as many CUDA devices, this machine has "
             f"{torch.cuda.device_count()}"
         )
-    if cfg.train.amp.enabled and device.type != "cuda":
-        raise DeviceError(f"train.amp.enabled=True needs a CUDA device (train.device={cfg.train.device})")
+    if cfg.train.amp.enabled and device.type == "cpu" and not cpu_supports_bf16():
+        raise DeviceError(
+            "train.amp.enabled=True on the CPU trains in bfloat16, which needs a processor with bfloat16 instructions "
+            "(AVX-512 BF16 or AMX); this one has none (it would only emulate them, slower than float32): leave it off"
+        )
+    if cfg.train.amp.enabled and device.type not in ("cuda", "cpu"):
+        raise DeviceError(f"train.amp.enabled=True needs a CUDA device or the CPU (train.device={cfg.train.device})")
     return device
+
+
+def autocast_in_training(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """``model`` whose forward passes in training mode run under ``torch.autocast(cpu, dtype)`` (``train.amp`` on
+    the CPU): the forward with its losses, as detectron2's ``AMPTrainer`` does on CUDA, while the backward pass and
+    the optimizer step stay outside. No gradient scaler: bfloat16 has float32's exponent range. Evaluation during
+    training stays in float32 (``train.inference.bf16`` is its own switch). The parameters, their names and the
+    checkpoints are the model's own."""
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def forward_in_bfloat16_when_training(*args, **kwargs):
+        with torch.autocast("cpu", dtype=dtype, enabled=model.training):
+            return forward(*args, **kwargs)
+
+    model.forward = forward_in_bfloat16_when_training
+    return model
 
 
 def _names(value) -> list[str]:
@@ -242,8 +266,11 @@ def do_train(cfg, resume: bool = False):
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
 
+    cuda_amp = cfg.train.amp.enabled and torch.device(cfg.train.device).type == "cuda"
+    if cfg.train.amp.enabled and not cuda_amp:
+        model = autocast_in_training(model)
     model = wrap_ddp(cfg, model)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    trainer = (AMPTrainer if cuda_amp else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = Checkpointer(model, cfg.train.output_dir, trainer=trainer)
     resuming = resume and checkpointer.has_checkpoint()
     # Resuming reloads our own checkpoint: everything must match. Initial weights (e.g. an ImageNet
