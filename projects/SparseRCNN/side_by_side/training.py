@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from recursivedet import model_zoo
+from recursivedet.analysis.comparison_adapter import Settings
 from recursivedet.analysis.measure import detectron2_inputs
 from recursivedet.analysis.training_comparison import serve_training
 
 from .official import build_official, official_optimizer
 from .outputs import build_project_model
-from .settings import Settings
 
 
 def training_worker(settings: Settings, work: Path, side: str) -> int:
