@@ -21,25 +21,33 @@ from .training_comparison import compare_training
 from .worker_process import READY, WorkerProcess
 
 
-def make_settings(adapter: ComparisonAdapter, official_root: str, arch: str | None, **values) -> Settings:
-    """The settings of a comparison: ``values`` are proposals, seed, threads, timing_runs and the host options
-    (their defaults where missing). Raises a :class:`~recursivedet.errors.UserError` for an unknown ``arch``
-    or a bad value."""
+def make_settings(
+    adapter: ComparisonAdapter,
+    official_root: str,
+    arch: str | None,
+    *,
+    proposals: int | None = None,
+    seed: int,
+    threads: int,
+    timing_runs: int,
+    **options,
+) -> Settings:
+    """The settings of a comparison; ``arch`` None for a host that compares with one official code, ``proposals``
+    None for the host's default, ``options`` the host options (their defaults where missing). Raises a
+    :class:`~recursivedet.errors.UserError` for an ``arch`` the host does not compare or a bad value."""
     if arch is None and len(adapter.archs) == 1:
         arch = adapter.archs[0]
     if arch not in adapter.archs:
         raise UserError(f"--arch of {adapter.host} must be one of {', '.join(adapter.archs)}, got {arch}")
-    proposals = adapter.proposals if values.get("proposals") is None else values.pop("proposals")
-    values.pop("proposals", None)
+    proposals = adapter.proposals if proposals is None else proposals
     if proposals < 1:
         raise UserError(f"--proposals must be at least 1, got {proposals}")
-    common = {k: values.pop(k) for k in ("seed", "threads", "timing_runs")}
-    options = adapter.default_options()
-    unknown = set(values) - set(options)
+    defaults = adapter.default_options()
+    unknown = set(options) - set(defaults)
     if unknown:
         raise TypeError(f"{adapter.host}'s comparison has no option {', '.join(sorted(unknown))}")
-    options = adapter.settle(arch, {**options, **values})
-    return Settings(adapter.host, arch, str(official_root), proposals, options=options, **common)
+    options = adapter.settle(arch, {**defaults, **options})
+    return Settings(adapter.host, arch, official_root, proposals, seed, threads, timing_runs, options)
 
 
 def _timing(adapter, settings: Settings, model, official: WorkerProcess, image: torch.Tensor) -> dict:
