@@ -7,7 +7,6 @@ exported. The package lists each declaration as an entry point of the group :dat
 host the same way.
 """
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -38,17 +37,17 @@ class PaperRow:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The side-by-side comparison with the official code.
+    """The side-by-side comparison with the official code (``python -m recursivedet.analysis.compare --host``).
 
     Attributes:
-        archs: the architectures it compares (``--arch`` of ``python -m recursivedet.analysis.benchmark``).
-        run: runs it for the benchmark's parsed arguments (official_root, arch, threads, image_size, repeats,
-            train_batch, train_size, json), prints the report and returns it; exits 1 when the two disagree, as
-            the comparison's own command does.
+        archs: the official codes it compares with (``--arch``; also of ``python -m recursivedet.analysis.benchmark
+            --official-root``).
+        adapter: returns the project's :class:`recursivedet.analysis.comparison_adapter.ComparisonAdapter` (imported
+            when called: the comparison's modules are not needed to list the hosts).
     """
 
     archs: tuple[str, ...]
-    run: Callable[[argparse.Namespace], dict]
+    adapter: Callable[[], object]
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,16 @@
 """The AdaMixer host as the library knows it: the checkpoint converter, the comparison with the official code (300
 queries) and the paper's Table 2 rows on this host (300 queries, 36 epochs; no centerness PE, paper Sec. 4.2)."""
 
-from recursivedet.analysis.comparison_cli import run_benchmark_comparison
 from recursivedet.hosts import Comparison, Host, PaperRow
 
 from . import convert
 from .modeling import AdaMixer
 
 
-def _compare(args) -> dict:
-    from . import side_by_side
+def _comparison():
+    from .side_by_side.adapter import ADAPTER
 
-    return run_benchmark_comparison(side_by_side, args, proposals=300)
+    return ADAPTER
 
 
 TABLE2_ROWS = [
@@ -28,7 +27,7 @@ TABLE2_ROWS = [
 HOST = Host(
     name="AdaMixer",
     converter=convert,
-    comparison=Comparison(archs=("adamixer",), run=_compare),
+    comparison=Comparison(archs=("adamixer",), adapter=_comparison),
     paper_rows={"main": TABLE2_ROWS},
     meta_architecture=AdaMixer,
     export="the AdaMixer decoder's point sampling has no exported graph yet",

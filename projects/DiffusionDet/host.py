@@ -2,17 +2,16 @@
 (500 proposals, 1 and 4 DDIM steps) and the paper's Table 2 rows on this host (500 proposals, 60 epochs, 1 DDIM
 step)."""
 
-from recursivedet.analysis.comparison_cli import run_benchmark_comparison
 from recursivedet.hosts import Comparison, Host, PaperRow
 
 from . import convert
 from .modeling import DiffusionDet
 
 
-def _compare(args) -> dict:
-    from . import side_by_side
+def _comparison():
+    from .side_by_side.adapter import ADAPTER
 
-    return run_benchmark_comparison(side_by_side, args, proposals=500, steps=(1, 4))
+    return ADAPTER
 
 
 TABLE2_ROWS = [
@@ -39,7 +38,7 @@ TABLE2_ROWS = [
 HOST = Host(
     name="DiffusionDet",
     converter=convert,
-    comparison=Comparison(archs=("diffusiondet",), run=_compare),
+    comparison=Comparison(archs=("diffusiondet",), adapter=_comparison),
     paper_rows={"main": TABLE2_ROWS},
     meta_architecture=DiffusionDet,
     export="DiffusionDet's DDIM sampling (seeded noise, box renewal, NMS) has no exported graph yet",

@@ -2,17 +2,16 @@
 checkpoints, the comparison with both official codes, and the paper's rows on this host (Tables 2, 4, 5, 6; R50-FPN,
 100 proposals for the ablations, 300 for Table 2, 36 epochs; the Swin rows with the official code's Swin-FPN)."""
 
-from recursivedet.analysis.comparison_cli import run_benchmark_comparison
 from recursivedet.hosts import Comparison, Host, PaperRow
 
 from . import convert
 from .modeling import RecursiveDet
 
 
-def _compare(args) -> dict:
-    from . import side_by_side
+def _comparison():
+    from .side_by_side.adapter import ADAPTER
 
-    return run_benchmark_comparison(side_by_side, args, arch=args.arch)
+    return ADAPTER
 
 
 ABLATIONS = "SparseRCNN/ablations/"
@@ -49,7 +48,7 @@ SWIN_ROWS = [
 HOST = Host(
     name="SparseRCNN",
     converter=convert,
-    comparison=Comparison(archs=("recursivedet", "sparse_rcnn"), run=_compare),
+    comparison=Comparison(archs=("recursivedet", "sparse_rcnn"), adapter=_comparison),
     paper_rows={"ablation": ABLATION_ROWS, "main": MAIN_ROWS, "swin": SWIN_ROWS},
     meta_architecture=RecursiveDet,
 )

@@ -16,8 +16,8 @@ latency. On CUDA every timing is synchronised. Compare figures only within
 one run: absolute times vary between machines and with other load.
 
 With ``--official-root`` (a checkout of the official RecursiveDet, Sparse R-CNN, DiffusionDet or AdaMixer code) it
-runs the side-by-side comparison of :mod:`recursivedet.projects.SparseRCNN.side_by_side` (or the DiffusionDet or
-AdaMixer project's ``side_by_side``; AdaMixer's needs a pure-Python mmcv 1.3, see its README) instead: both
+runs the side-by-side comparison of ``python -m recursivedet.analysis.compare`` for the host that compares with
+``--arch``, with that host's defaults (AdaMixer's needs a pure-Python mmcv 1.3, see its README) instead: both
 models from the same converted weights, their outputs checked to agree, inference and training-step times
 interleaved in the same run, peak training memory, and the ratios (this project / official).
 """
@@ -132,14 +132,6 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _compare_with_official(args) -> dict:
-    """The comparison with the official code of ``args.arch``, as the host that declares it runs it."""
-    for host in hosts().values():
-        if host.comparison is not None and args.arch in host.comparison.archs:
-            return host.comparison.run(args)
-    raise ValueError(f"no host compares --arch {args.arch}")
-
-
 def _inference_variants(cfg, args) -> dict:
     """The inference variants of :mod:`recursivedet.analysis.inference_variants` (imported when used)."""
     from .inference_variants import benchmark_variants, format_variants
@@ -207,7 +199,9 @@ def main(argv=None) -> dict:
                 f"--official-root compares the R50-FPN models of the official code on the CPU: {', '.join(ignored)} "
                 "would be ignored"
             )
-        return _compare_with_official(args)
+        from .compare import run_for_benchmark
+
+        return run_for_benchmark(args)
     if not args.config_file:
         parser.error("--config-file is required (or --official-root for the comparison with the official code)")
     if args.threads:

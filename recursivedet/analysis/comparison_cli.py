@@ -1,11 +1,8 @@
-"""The command-line options every host's comparison with its official code shares (the hosts' ``side_by_side``
-commands), the end of such a command (the report printed and written, and its exit status), and the same
-comparison run from ``python -m recursivedet.analysis.benchmark --official-root``."""
+"""The command-line options every host's comparison with its official code shares
+(``python -m recursivedet.analysis.compare``), and the keyword arguments of
+:func:`~.comparison_session.compare` they give."""
 
 import argparse
-import sys
-
-from .worker_process import WorkerFailed
 
 
 def add_comparison_arguments(
@@ -44,7 +41,7 @@ def add_comparison_arguments(
 
 
 def comparison_options(args) -> dict:
-    """The keyword arguments of a host's ``compare`` that :func:`add_comparison_arguments` parsed."""
+    """The keyword arguments of :func:`~.comparison_session.compare` that :func:`add_comparison_arguments` parsed."""
     return {
         "image_sizes": args.image_size or [(800, 1216)],
         "num_images": args.num_images,
@@ -58,42 +55,3 @@ def comparison_options(args) -> dict:
         "train_size": tuple(args.train_size),
         "loss_tol": args.loss_tol,
     }
-
-
-def run_comparison(compare, print_report, write_report, json_path: str | None) -> int:
-    """``compare()``, then its report printed (and written to ``json_path``); exit status 0 when both codes
-    agree, 1 when not, a failed worker's own status (its stderr shown)."""
-    try:
-        report = compare()
-    except WorkerFailed as e:
-        sys.stderr.write(e.log)
-        return e.status
-    print_report(report)
-    if json_path:
-        write_report(report, json_path)
-    return 0 if report["agree"] else 1
-
-
-def run_benchmark_comparison(side_by_side, args, **options) -> dict:
-    """A host's comparison (its ``side_by_side`` package: ``compare``, ``print_report``, ``write_report``) for the
-    benchmark's arguments and the host's own ``options``; exits as the comparison's own command does (1 when the
-    two codes disagree, a failed worker's status with its stderr)."""
-    try:
-        report = side_by_side.compare(
-            official_root=args.official_root,
-            threads=args.threads or 2,
-            image_sizes=[args.image_size],
-            timing_runs=args.repeats,
-            train_batch=args.train_batch,
-            train_size=args.train_size,
-            **options,
-        )
-    except WorkerFailed as e:
-        sys.stderr.write(e.log)
-        sys.exit(e.status)
-    side_by_side.print_report(report)
-    if args.json:
-        side_by_side.write_report(report, args.json)
-    if not report["agree"]:
-        sys.exit(1)
-    return report

@@ -1,6 +1,7 @@
-"""The parts of a comparison report (the hosts' ``side_by_side`` commands) as text, and the report as JSON."""
+"""A comparison report (``python -m recursivedet.analysis.compare``) as text, and as JSON."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -76,3 +77,15 @@ def print_training(tr: dict) -> None:
 
 def write_report(report: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def print_report(report: dict, headline: str, images: Callable[[list[dict]], None] = print_images) -> None:
+    """Print ``headline``, the agreement per image (as ``images`` prints it), the timing and the training step
+    (those run), then AGREE or DISAGREE."""
+    print(headline)
+    images(report["images"])
+    if report.get("timing"):
+        print_timing(report["timing"], report["images"][0]["height"], report["images"][0]["width"])
+    if report.get("training"):
+        print_training(report["training"])
+    print(f"\n{'AGREE' if report['agree'] else 'DISAGREE'}")

@@ -1,5 +1,5 @@
 """Measuring helpers of the benchmark command and of the comparison with the official code
-(``python -m recursivedet.projects.SparseRCNN.side_by_side``): timing, a large matrix product's rate, memory,
+(``python -m recursivedet.analysis.compare``): timing, a large matrix product's rate, memory,
 random inputs, and the timed parts of this project's model.
 
 Times are wall seconds from ``time.perf_counter`` and process CPU seconds (all threads) from

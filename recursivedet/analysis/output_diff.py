@@ -1,6 +1,6 @@
-"""Outputs of this project's model and of an official code on the same inputs, compared (the hosts'
-``side_by_side`` commands): test images, box formats, per-stage differences and final detections paired
-whatever their order.
+"""Outputs of this project's model and of an official code on the same inputs, compared
+(``python -m recursivedet.analysis.compare``): test images, box formats, per-stage differences and final
+detections paired whatever their order.
 
 Per stage: max |score difference| over all proposals x classes (sigmoid of the logits) and max |box
 difference| in pixels (xyxy), taken from the decoder/head outputs, so the top-k selection plays no part.

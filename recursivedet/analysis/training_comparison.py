@@ -1,5 +1,5 @@
 """One training step of this project's model and of an official code from the same weights on the same batch,
-each in a fresh worker process (the hosts' ``side_by_side`` commands; float32).
+each in a fresh worker process (``python -m recursivedet.analysis.compare``; float32).
 
 Each process's peak resident memory is then its training's. A step is forward, backward, full-model gradient
 clipping and the optimizer step. The first step's total losses are compared, then steps are timed alternating

@@ -1,5 +1,5 @@
-"""The dialogue between a comparison with an official code (the hosts' ``side_by_side`` commands) and its worker
-processes.
+"""The dialogue between a comparison with an official code (``python -m recursivedet.analysis.compare``) and its
+worker processes.
 
 A worker is the comparison's command started with ``--worker WORK`` in the scratch directory ``WORK``: the
 official inference worker, or with ``--train-worker ours|official`` a training worker. Data goes through

@@ -1,78 +1,14 @@
-"""Run this project's AdaMixer next to the official AdaMixer code from the same weights and compare.
+"""``python -m recursivedet.projects.AdaMixer.side_by_side ARGS`` is
+``python -m recursivedet.analysis.compare --host AdaMixer ARGS``."""
 
-    python -m recursivedet.projects.AdaMixer.side_by_side --official-root PATH
-    python -m recursivedet.projects.AdaMixer.side_by_side --official-root PATH --proposals 300 \\
-        --image-size 800 1216 --num-images 2 --threads 2 --json out.json
+import sys
 
-``PATH`` is a checkout of MCG-NJU/AdaMixer. The official code needs ``mmcv`` 1.3.x importable: the
-pure-Python release is enough (``pip install --no-deps mmcv==1.3.3 addict yapf six terminaltables``, into this
-environment or a folder on ``PYTHONPATH``); its compiled ops are not used on the CPU. The official code runs in
-a worker process with its own ``sys.path``, from a temporary directory; the processes exchange data through
-files only.
-
-The official model (R50, ``--proposals`` queries) gets seeded random weights, with its LayerNorms, biases,
-zero-initialised layers and initial boxes randomised so that no mistake hides behind symmetric defaults. Its
-state dict is converted with ``recursivedet.projects.AdaMixer.convert`` and loaded strictly into this project's
-model (``AdaMixer/models/adamixer.py``).
-
-Each image (random uint8, one per batch) goes through both models in eval mode. Reported per image: for every
-stage, the max |score difference| over all queries x classes and the max |box difference| in pixels; for the
-final detections (top-N of N x K, no NMS), paired by (query, class), the same.
-
-Timings (``--threads``; one warm-up, then runs of both models alternated in ABBA order; median and minimum wall
-time, median process CPU time) of the head (everything after the backbone and neck: the query generator and the
-six stages; the official head also selects its top-N) and of the whole model, on the first image size, with
-the ratios this project / official.
-
-Training (``--train-runs``): one training step per side (forward, backward, gradient clipping at norm 1,
-AdamW, each code's own optimizer set-up) on ``--train-batch`` random images of ``--train-size`` with 5 random
-boxes each, from the same converted weights, each in a fresh process: the first step's total losses are
-compared (``--loss-tol``, relative), then steps are timed alternating between the two processes, then each
-reports its peak resident memory.
-
-Exit status: 0 when every score agrees within ``--score-tol``, every box within ``--box-tol`` x the longer
-image side and the first training-step losses within ``--loss-tol``, 1 otherwise, 2 on a usage or setup error.
-"""
-
-import argparse
-from pathlib import Path
-
-from recursivedet.analysis.comparison_cli import add_comparison_arguments, comparison_options, run_comparison
+from recursivedet.analysis.compare import main as compare_main
 from recursivedet.errors import run_command
-
-from .official import official_worker
-from .report import print_report, write_report
-from .session import compare
-from .settings import Settings
-from .training import training_worker
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {__package__}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--official-root", required=True, help="checkout of the official AdaMixer code")
-    parser.add_argument("--proposals", type=int, default=300, help="queries (the Table 2 models: 300)")
-    add_comparison_arguments(parser)
-    return parser
 
 
 def main(argv=None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.proposals < 1:
-        parser.error(f"--proposals must be at least 1, got {args.proposals}")
-    if args.worker:
-        settings = Settings(args.official_root, args.proposals, args.seed, args.threads, args.timing_runs)
-        if args.train_worker:
-            return training_worker(settings, Path(args.worker), args.train_worker)
-        return official_worker(settings, Path(args.worker))
-    return run_comparison(
-        lambda: compare(official_root=args.official_root, proposals=args.proposals, **comparison_options(args)),
-        print_report,
-        write_report,
-        args.json,
-    )
+    return compare_main(["--host", "AdaMixer", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
+from recursivedet.analysis.comparison_adapter import Settings
 from recursivedet.analysis.worker_process import READY, serve
 
 from .official_import import OFFICIAL_CONFIG, import_official
-from .settings import Settings
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from recursivedet import model_zoo
+from recursivedet.analysis.comparison_adapter import Settings
 from recursivedet.analysis.measure import detectron2_inputs
 from recursivedet.analysis.training_comparison import serve_training
 
 from .official import build_official, official_batch
 from .outputs import build_project_model
-from .settings import Settings
 
 
 class OfficialTraining(nn.Module):

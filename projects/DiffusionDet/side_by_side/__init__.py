@@ -1,23 +1,27 @@
 """This project's DiffusionDet next to the official code (ShoufaChen/DiffusionDet), from the same weights and the
-same random draws: sampling outputs at several step counts, first training-step loss, speed and memory
-(``python -m recursivedet.projects.DiffusionDet.side_by_side --help`` describes the command; :func:`compare` is
-the same as a function).
+same random draws: sampling outputs at several step counts, first training-step loss, speed and memory. The command
+is the library's ``python -m recursivedet.analysis.compare --host DiffusionDet`` (``--help`` describes it;
+:func:`compare` is the same as a function); this package is what differs for this host:
 
+- ``adapter``: the host's side of the comparison (``--steps``, checkout, model, sampling outputs, report);
 - ``official``: the official model, built, randomised and run in a worker process of its own;
 - ``random_tape``: the random draws (noise boxes, corruption) both codes take from one tape;
-- ``settings``: what each process builds its model from, and how a worker process starts;
 - ``outputs``: this project's model on the same images, and the sampling outputs of both compared;
-- ``training``: the training workers;
-- ``session``: one comparison from start to report;
-- ``report``: the report printed, or written as JSON.
-
-The library's ``recursivedet.analysis`` provides the measuring (``measure``), the worker dialogue
-(``worker_process``), the training-step comparison (``training_comparison``) and the report parts.
+- ``training``: the training workers of both codes;
+- ``report``: the sampling outputs per image and step count as text;
+- ``golden``: the small fixture of the official code that the tests check without a checkout.
 """
 
+from functools import partial
+
+from recursivedet.analysis.comparison_adapter import OfficialCheckoutError
+from recursivedet.analysis.comparison_session import compare as compare_host
 from recursivedet.analysis.worker_process import WorkerFailed
 
-from .report import print_report, write_report
-from .session import OfficialCheckoutError, compare
+from .adapter import ADAPTER
 
-__all__ = ["OfficialCheckoutError", "WorkerFailed", "compare", "print_report", "write_report"]
+compare = partial(compare_host, ADAPTER)
+"""``compare(official_root, *, proposals=500, steps=(1, 4), ...)``: the report dict
+(:func:`recursivedet.analysis.comparison_session.compare`)."""
+
+__all__ = ["ADAPTER", "OfficialCheckoutError", "WorkerFailed", "compare"]

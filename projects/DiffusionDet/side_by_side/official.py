@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from recursivedet.analysis.comparison_adapter import Settings
 from recursivedet.analysis.worker_process import READY, serve
 
 from .random_tape import official_sampling_draws
-from .settings import Settings
 
 OFFICIAL_CONFIG = "configs/diffdet.coco.res50.yaml"
 

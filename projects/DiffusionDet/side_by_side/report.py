@@ -1,11 +1,14 @@
-"""The comparison's report (the dict of :func:`~.session.compare`) as text and as JSON."""
-
-from recursivedet.analysis.comparison_report import print_timing, print_training, write_report
-
-__all__ = ["print_report", "write_report"]
+"""The comparison's report per image and step count, as text (the rest of the report is the library's
+``recursivedet.analysis.comparison_report``)."""
 
 
-def _print_sampling(image: dict) -> None:
+def print_sampling(images: list[dict]) -> None:
+    """Per image and step count: every DDIM step's stages, the boxes kept at each renewal, the final detections."""
+    for image in images:
+        _print_image(image)
+
+
+def _print_image(image: dict) -> None:
     h, w, steps = image["height"], image["width"], image["steps"]
     print(f"\nimage 3x{h}x{w}, {steps} DDIM step{'s' if steps > 1 else ''}")
     print("  step  stage  max|d score|  max|d logit|  max|d box| px  max|box| px")
@@ -24,19 +27,3 @@ def _print_sampling(image: dict) -> None:
         f"{f['paired']}, without a partner {f['only_in_one']}; max|d score| {f['max_abs_score_diff']:.3e}, "
         f"max|d box| {f['max_abs_box_diff_px']:.3e} px"
     )
-
-
-def print_report(report: dict) -> None:
-    """Print the agreement per image and step count, the timing and the training step (those run), then AGREE or
-    DISAGREE."""
-    print(
-        f"diffusiondet: {report['proposals']} proposals, DDIM steps {report['steps']}, seed {report['seed']}, "
-        f"float32, tolerances: score {report['score_tol']:g}, box {report['box_tol']:g} x longer side"
-    )
-    for image in report["images"]:
-        _print_sampling(image)
-    if report.get("timing"):
-        print_timing(report["timing"], report["images"][0]["height"], report["images"][0]["width"])
-    if report.get("training"):
-        print_training(report["training"])
-    print(f"\n{'AGREE' if report['agree'] else 'DISAGREE'}")

@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 
 from recursivedet import model_zoo
+from recursivedet.analysis.comparison_adapter import Settings
 from recursivedet.analysis.measure import detectron2_inputs
 from recursivedet.analysis.training_comparison import serve_training
 
 from .official import build_official, official_optimizer
 from .outputs import build_project_model
 from .random_tape import official_training_draws, project_training_draws
-from .settings import Settings
 
 TRAINING_CONFIG = "DiffusionDet/diffusiondet_R50_500pro_60ep.py"
 

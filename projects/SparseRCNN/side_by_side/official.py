@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
+from recursivedet.analysis.comparison_adapter import Settings
 from recursivedet.analysis.worker_process import READY, serve
-
-from .settings import Settings
 
 OFFICIAL_CONFIG = "projects/SparseRCNN/configs/sparsercnn.res50.100pro.3x.yaml"
 

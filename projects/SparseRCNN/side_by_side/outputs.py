@@ -22,7 +22,7 @@ def build_project_model(
     """
     from detectron2.config import instantiate
 
-    cfg = model_zoo.get_config(f"models/{arch}.py")
+    cfg = model_zoo.get_config(f"SparseRCNN/models/{arch}.py")
     cfg.model.num_proposals = proposals
     cfg.model.decoder.stage.dynamic_conv_pe_form = "official"  # the official code's form of the box PE
     if dense_roi_pe:

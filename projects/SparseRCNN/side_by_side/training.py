@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from recursivedet import model_zoo
+from recursivedet.analysis.comparison_adapter import Settings
 from recursivedet.analysis.measure import detectron2_inputs
 from recursivedet.analysis.training_comparison import serve_training
 
 from .official import build_official, official_optimizer
 from .outputs import build_project_model
-from .settings import Settings
 
 
 def training_worker(settings: Settings, work: Path, side: str) -> int:
@@ -31,7 +31,7 @@ def training_worker(settings: Settings, work: Path, side: str) -> int:
         from detectron2.config import instantiate
 
         model = build_project_model(settings.arch, settings.proposals, torch.load(work / "project_state.pth"))
-        cfg = model_zoo.get_config(f"{settings.arch}_R50_100pro_3x.py")
+        cfg = model_zoo.get_config(f"SparseRCNN/{settings.arch}_R50_100pro_3x.py")
         cfg.optimizer.params.model = model
         optimizer = instantiate(cfg.optimizer)
         clip = cfg.train.clip_grad if cfg.train.clip_grad.enabled else None
