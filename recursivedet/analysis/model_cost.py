@@ -126,18 +126,21 @@ def _fmt_m(n) -> str:
 
 
 def format_table(rows: list[tuple]) -> str:
-    """rows: (paper row or None, cost dict). A fixed-width text table."""
-    head = f"{'table':8} {'row':28} {'params(M)':>9} {'paper':>6} {'GFLOPs':>7} {'paper':>6} "
+    """rows: (paper row or None, cost dict). A fixed-width text table (a row without a paper row is named by its
+    config)."""
+    labels = [paper.label if paper else cost["config"] for paper, cost in rows]
+    width = max([28, *map(len, labels)])
+    head = f"{'table':8} {'row':{width}} {'params(M)':>9} {'paper':>6} {'GFLOPs':>7} {'paper':>6} "
     head += f"{'REGO(M)':>7} {'REGO GF':>7}  stage modules (M): "
     head += " ".join(f"{c:>6}" for c in [*STAGE_CATEGORIES, "Others", "Total"])
     lines = [head, "-" * len(head)]
-    for paper, cost in rows:
+    for (paper, cost), label in zip(rows, labels, strict=True):
         stage = cost["stage_modules"][-1]
         gflops = f"{cost['gflops']:7.1f}" if "gflops" in cost else f"{'-':>7}"
         rego_params = f"{cost['rego_params'] / 1e6:7.2f}" if cost.get("rego_params") else f"{'-':>7}"
         rego_gflops = f"{cost['rego_gflops']:7.2f}" if "rego_gflops" in cost else f"{'-':>7}"
         lines.append(
-            f"{paper.table if paper else '':8} {paper.label if paper else cost['config'][-28:]:28} "
+            f"{paper.table if paper else '':8} {label:{width}} "
             f"{cost['params'] / 1e6:9.2f} {paper.params_m if paper and paper.params_m else '-':>6} {gflops} "
             f"{paper.gflops if paper and paper.gflops else '-':>6} {rego_params} {rego_gflops}  "
             f"x{len(cost['stage_modules'])}: " + " ".join(f"{_fmt_m(stage[c]):>6}" for c in stage)
