@@ -3,6 +3,7 @@ checkpoints, the comparison with both official codes, and the paper's rows on th
 100 proposals for the ablations, 300 for Table 2, 36 epochs; the Swin rows with the official code's Swin-FPN)."""
 
 from recursivedet.analysis.comparison_cli import run_benchmark_comparison
+from recursivedet.deploy.graph import DeployableDetector
 from recursivedet.hosts import Comparison, Host, PaperRow
 from recursivedet.modeling import RecursiveDet
 
@@ -50,4 +51,5 @@ HOST = Host(
     comparison=Comparison(archs=("recursivedet", "sparse_rcnn"), run=_compare),
     paper_rows={"ablation": ABLATION_ROWS, "main": MAIN_ROWS, "swin": SWIN_ROWS},
     meta_architecture=RecursiveDet,
+    export=DeployableDetector,
 )
