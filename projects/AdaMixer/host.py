@@ -5,6 +5,7 @@ from recursivedet.analysis.comparison_cli import run_benchmark_comparison
 from recursivedet.hosts import Comparison, Host, PaperRow
 
 from . import convert
+from .deploy import AdaMixerGraph
 from .modeling import AdaMixer
 
 
@@ -31,7 +32,7 @@ HOST = Host(
     comparison=Comparison(archs=("adamixer",), run=_compare),
     paper_rows={"main": TABLE2_ROWS},
     meta_architecture=AdaMixer,
-    export="the AdaMixer decoder's point sampling has no exported graph yet",
+    export=AdaMixerGraph,
     inapplicable_switches={
         "model.proposal_box_init": "its initial positions are the whole image, not learned (the official query "
         "generator)",

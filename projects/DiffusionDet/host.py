@@ -6,6 +6,7 @@ from recursivedet.analysis.comparison_cli import run_benchmark_comparison
 from recursivedet.hosts import Comparison, Host, PaperRow
 
 from . import convert
+from .deploy import DiffusionDetGraph
 from .modeling import DiffusionDet
 
 
@@ -42,7 +43,7 @@ HOST = Host(
     comparison=Comparison(archs=("diffusiondet",), run=_compare),
     paper_rows={"main": TABLE2_ROWS},
     meta_architecture=DiffusionDet,
-    export="DiffusionDet's DDIM sampling (seeded noise, box renewal, NMS) has no exported graph yet",
+    export=DiffusionDetGraph,
     inapplicable_switches={
         "model.proposal_box_init": "it has no learnable proposal boxes: they are ground truth corrupted with noise "
         "in training and drawn from noise at inference",
