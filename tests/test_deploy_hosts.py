@@ -120,3 +120,21 @@ def test_diffusiondet_torchscript_over_two_steps_matches_pytorch(tmp_path):
     difference = _export_and_compare(model, "torchscript", tmp_path)
     assert difference.class_mismatches == 0 and difference.detections > 2 * 8
     assert difference.box < 0.1 and difference.score < 1e-3, difference.describe()
+
+
+def test_a_host_that_cannot_export_says_why_in_one_line(monkeypatch):
+    from recursivedet.deploy import command
+    from recursivedet.deploy.formats import DeployFormatError
+    from recursivedet.hosts import Host
+
+    monkeypatch.setattr(command, "host_of_model", lambda model: Host(name="Other", export="its decoder is a loop"))
+    with pytest.raises(
+        DeployFormatError, match=r"^x.py builds a object, which cannot be exported: its decoder is a loop$"
+    ):
+        command.exporter_of(object(), "x.py")
+    monkeypatch.setattr(command, "host_of_model", lambda model: Host(name="Other"))
+    with pytest.raises(DeployFormatError, match="the Other project declares no export"):
+        command.exporter_of(object(), "x.py")
+    monkeypatch.setattr(command, "host_of_model", lambda model: None)
+    with pytest.raises(DeployFormatError, match="no declared host builds it"):
+        command.exporter_of(object(), "x.py")

@@ -94,8 +94,9 @@ def check_format(fmt: str) -> None:
 
 
 def export_program(graph: torch.nn.Module, image: torch.Tensor) -> torch.export.ExportedProgram:
-    """``torch.export.export`` of the graph on one (3, H, W) image, with H and W dynamic (from one more than the
-    largest feature stride: a map of one cell would be a special case). Kept on the graph for the next format."""
+    """``torch.export.export`` of the graph on one (3, H, W) image, with H and W dynamic (``Dim.DYNAMIC``: the
+    program checks the sizes it was derived for, e.g. more than the largest stride, where a map of one cell would
+    be a special case). Kept on the graph for the next format; :class:`DeployFormatError` when it fails."""
     kept = getattr(graph, "_exported", None)
     if kept is not None and kept[0] == tuple(image.shape):
         return kept[1]
@@ -105,9 +106,13 @@ def export_program(graph: torch.nn.Module, image: torch.Tensor) -> torch.export.
             f"the image the model is exported on is {image.shape[-2]}x{image.shape[-1]}; it needs at least "
             f"{minimum} pixels a side"
         )
-    dims = {1: torch.export.Dim("height", min=minimum), 2: torch.export.Dim("width", min=minimum)}
-    with _quiet(), torch.no_grad():
-        program = torch.export.export(graph.eval(), (image,), dynamic_shapes={"image": dims})
+    dims = {1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.export.export(graph.eval(), (image,), dynamic_shapes={"image": dims})
+    except Exception as e:  # torch's own errors span pages: their first line, and the graph that failed
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeployFormatError(f"torch.export could not capture the {type(graph).__name__}: {first}") from e
     graph._exported = (tuple(image.shape), program)
     return program
 

@@ -1,14 +1,17 @@
 """A trained model as one exportable graph: image in, boxes, scores and classes out, at any image size.
 
-:class:`DeployableDetector` runs the same modules as :class:`~recursivedet.modeling.RecursiveDet` at
-inference (normalisation, padding, backbone, decoder, REGO when it runs at inference, top-k), with three
-changes that let ``torch.jit.trace`` and ``torch.export`` record a graph that works for every image size:
+:class:`DetectorGraph` is the base of every host's graph (a project declares its own in its ``Host.export``).
+:class:`DeployableDetector`, the Sparse R-CNN host's, runs the same modules as
+:class:`~recursivedet.modeling.RecursiveDet` at inference (normalisation, padding, backbone, decoder, REGO when
+it runs at inference, top-k), with three changes that let ``torch.jit.trace`` and ``torch.export`` record a
+graph that works for every image size:
 
 - every size (padding, ``whwh``, the positional-encoding extents, the feature-map sizes) is computed from the
   input's shape with tensor operations, never read into a Python number that a trace would freeze;
 - RoIAlign gathers rows of one table that stacks every FPN level (:func:`stacked_roi_align`): no
   ``nonzero``/``argsort`` whose output size depends on the data, and only Gather, Mul and ReduceSum in ONNX;
-- the closed-form RoI positional encoding samples at the traced map sizes.
+- the RoI positional encoding samples at the traced map sizes (closed form) or pools the sine maps from the
+  same stacked table (dense form).
 
 The sampling points are those of :mod:`~recursivedet.modeling.roi_align` (the same functions), so the
 graph's outputs equal the eager model's up to the order of float additions.
@@ -113,7 +116,8 @@ def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
         pad = torch.div(size + divisor - 1, divisor, rounding_mode="floor") * divisor - size
         return F.pad(x, [0, pad[1], 0, pad[0]])
     h, w = x.shape[-2:]
-    return F.pad(x, [0, (divisor - w % divisor) % divisor, 0, (divisor - h % divisor) % divisor])
+    # padded sizes written as multiples of the divisor, which torch.export's shape reasoning then sees as such
+    return F.pad(x, [0, (w + divisor - 1) // divisor * divisor - w, 0, (h + divisor - 1) // divisor * divisor - h])
 
 
 class TracedRoIPositionEncoding(AnalyticRoIPositionEncoding):
