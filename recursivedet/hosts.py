@@ -62,7 +62,11 @@ class Host:
         comparison: the comparison with the official code, None when the project has none.
         paper_rows: the paper's rows reproduced on this host, by group ("main", "ablation", "swin", ...).
         meta_architecture: the detector class the host's configs build.
-        export: None when ``python -m recursivedet.deploy`` exports the host's models, else why it does not.
+        export: how ``python -m recursivedet.deploy`` exports the host's models: a callable that turns a model in
+            eval mode (a copy, which it may change) into its exportable graph (a
+            :class:`~recursivedet.deploy.graph.DetectorGraph`: one image in, boxes, scores and classes out), raising
+            ValueError with a one-line reason for a setting it cannot export; or a one-line reason why the host's
+            models cannot be exported; None: the project declares no export.
         inapplicable_switches: the paper switches (config keys of ``recursivedet.switches``) that the host's
             configs do not have, with the reason; an override of one stops with that reason.
     """
@@ -72,7 +76,7 @@ class Host:
     comparison: Comparison | None = None
     paper_rows: dict[str, list[PaperRow]] = field(default_factory=dict)
     meta_architecture: type | None = None
-    export: str | None = None
+    export: Callable[[object], object] | str | None = None
     inapplicable_switches: dict[str, str] = field(default_factory=dict)
 
 

@@ -1,5 +1,5 @@
-"""python -m recursivedet.deploy: the exported graph (TorchScript and ONNX) against the eager model at image
-sizes other than the one it was traced at; the trace-friendly RoIAlign against the eager one; the command's
+"""python -m recursivedet.deploy: the exported graph (TorchScript, ExportedProgram and ONNX) against the eager model
+at image sizes other than the one it was captured at; the trace-friendly RoIAlign against the eager one; the command's
 files, check and errors."""
 
 import copy
@@ -13,7 +13,7 @@ from training_setup import TINY_CONFIG, run_main, tiny_run_at
 
 from recursivedet.deploy import command as deploy
 from recursivedet.deploy.check import Difference, compare, reference
-from recursivedet.deploy.formats import DeployFormatError, MissingRuntimeError, load, write
+from recursivedet.deploy.formats import MissingRuntimeError, load, write
 from recursivedet.deploy.graph import DeployableDetector, stacked_roi_align
 from recursivedet.engine.output_folder import LOCK_FILE, output_folder
 from recursivedet.errors import run_command
@@ -49,26 +49,33 @@ def _images():
     return [torch.randint(0, 256, (3, h, w), generator=g).float() for h, w in ((64, 96), (77, 50), (128, 128))]
 
 
-SLOW = pytest.mark.slow  # an export and its check on 6 images take 10-25 s even for the tiny model
+SLOW = pytest.mark.slow  # an export and its check on 6 images take 10-40 s even for the tiny model
+SUFFIX = {"torchscript": ".ts", "pt2": ".pt2", "onnx": ".onnx"}
 
 
 @pytest.mark.parametrize(
     "fmt, variant",
     [
-        pytest.param("torchscript", {}, marks=SLOW),
         pytest.param("torchscript", {"rego.num_stages": 2}, marks=SLOW),
-        pytest.param("torchscript", {"decoder.stage_sharing": "none"}, marks=SLOW),
-        pytest.param("onnx", {}, marks=SLOW),
-        pytest.param("onnx", {"decoder.stage_sharing": "none", "decoder.analytic_roi_pe": False}, marks=SLOW),
+        pytest.param("pt2", {"decoder.stage_sharing": "none", "decoder.num_stages": 2}, marks=SLOW),
+        pytest.param(
+            "onnx",
+            {
+                "decoder.stage_sharing": "none",
+                "decoder.analytic_roi_pe": False,
+                "decoder.num_stages": 2,
+                "rego.num_stages": 1,
+            },
+            marks=SLOW,
+        ),
     ],
 )
 def test_exported_model_matches_pytorch_at_other_sizes(fmt, variant, tmp_path):
     model = _random_deltas(tiny_model("recursivedet", **{"decoder.box_delta_init": "zero", **variant}))
     images = _images()
     with one_thread():
-        path = write(DeployableDetector(copy.deepcopy(model)), images[0], fmt, tmp_path / f"m.{fmt[:4]}")
-        path = path.rename(path.with_suffix(".ts" if fmt == "torchscript" else ".onnx"))
-        # traced at 64x96; the others (and their distorted copies) are other sizes and paddings
+        path = write(DeployableDetector(copy.deepcopy(model)), images[0], fmt, tmp_path / f"m{SUFFIX[fmt]}")
+        # captured at 64x96; the others (and their distorted copies) are other sizes and paddings
         difference = compare(model, load(path), images)
     assert len(difference.sizes) == 6 and len(set(difference.sizes)) == 6
     assert difference.class_mismatches == 0 and difference.detections == 6 * 24
@@ -108,18 +115,19 @@ def _status(*argv) -> int:
 
 
 @pytest.mark.slow
-def test_command_writes_both_formats_and_reports_the_differences(trained, tmp_path, capsys):
+def test_command_writes_the_formats_and_reports_the_differences(trained, tmp_path, capsys):
     _, weights = trained
-    report = _deploy(weights, tmp_path, "--format", "torchscript", "onnx", "--check-images", "2")
+    report = _deploy(weights, tmp_path, "--format", "pt2", "onnx", "--check-images", "1")
     assert report["failed"] == []
     out = capsys.readouterr().out
-    for fmt in ("torchscript", "onnx"):
+    for fmt in ("pt2", "onnx"):
         assert report[fmt]["within_tolerance"] and report[fmt]["box"] < 1e-2 and f"{fmt}: wrote" in out
     info = json.loads((tmp_path / "deploy.json").read_text())
     assert info["classes"] == ["c0", "c1", "c2"] and info["input_format"] == "RGB"
     assert info["test_resize"] == {"shortest_edge": [64, 64], "max_size": 96}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LOCK_FILE, "deploy.json", "model.onnx", "model.ts"])
-    # a tolerance the export cannot meet fails the command, after writing everything
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted([LOCK_FILE, "deploy.json", "model.onnx", "model.pt2"])  # the weights inside model.onnx
+    # a tolerance the export cannot meet fails the command, after writing everything (TorchScript)
     status = _status(
         "--config-file", TINY_CONFIG, "--weights", weights, "--output", tmp_path / "strict", "--format", "torchscript",
         "--check-images", "1", "--score-tolerance", "-1",
@@ -168,13 +176,14 @@ def test_check_pairs_detections_whose_near_equal_scores_swapped_ranks():
     assert difference.class_mismatches == 1
 
 
-def test_every_format_is_checked_before_any_is_written(trained, tmp_path, capsys):
-    """TorchScript and ONNX of a model with REGO: ONNX is refused before model.ts is written."""
+def test_a_setting_that_cannot_be_exported_stops_in_one_line_before_anything_is_written(trained, tmp_path, capsys):
+    """RoIAlign without a fixed sampling grid (sampling_ratio 0: as many points as the box covers) has no graph."""
     _, weights = trained
     out = tmp_path / "deployed"
-    argv = ["--config-file", TINY_CONFIG, "--weights", weights, "--format", "torchscript", "onnx", "--output", out]
-    assert _status(*argv, "model.rego.num_stages=2") == 2
-    assert "ONNX export of a model with REGO is not supported" in capsys.readouterr().err
+    argv = ["--config-file", TINY_CONFIG, "--weights", weights, "--format", "torchscript", "pt2", "--output", out]
+    assert _status(*argv, "model.decoder.pooler.sampling_ratio=0") == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("export needs RoIAlign poolers with a fixed sampling ratio (ROIAlignV2, ratio > 0)")
     assert not out.exists()
 
 
@@ -186,10 +195,3 @@ def test_a_symlink_where_the_model_goes_is_replaced_not_written_through(tmp_path
     write(DeployableDetector(model), _images()[0], "torchscript", tmp_path / "model.ts")
     assert target.read_bytes() == b"keep" and not (tmp_path / "model.ts").is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.bin", "model.ts"]  # no temporary file left
-
-
-def test_onnx_of_rego_is_refused_in_one_line(tmp_path):
-    model = tiny_model("recursivedet", **{"rego.num_stages": 1}).eval()
-    with pytest.raises(DeployFormatError, match="ONNX export of a model with REGO is not supported"):
-        write(DeployableDetector(model), _images()[0], "onnx", tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()

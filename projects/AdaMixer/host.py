@@ -4,6 +4,7 @@ queries) and the paper's Table 2 rows on this host (300 queries, 36 epochs; no c
 from recursivedet.hosts import Comparison, Host, PaperRow
 
 from . import convert
+from .deploy import AdaMixerGraph
 from .modeling import AdaMixer
 
 
@@ -30,7 +31,7 @@ HOST = Host(
     comparison=Comparison(archs=("adamixer",), adapter=_comparison),
     paper_rows={"main": TABLE2_ROWS},
     meta_architecture=AdaMixer,
-    export="the AdaMixer decoder's point sampling has no exported graph yet",
+    export=AdaMixerGraph,
     inapplicable_switches={
         "model.proposal_box_init": "its initial positions are the whole image, not learned (the official query "
         "generator)",

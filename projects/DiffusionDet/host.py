@@ -5,6 +5,7 @@ step)."""
 from recursivedet.hosts import Comparison, Host, PaperRow
 
 from . import convert
+from .deploy import DiffusionDetGraph
 from .modeling import DiffusionDet
 
 
@@ -41,7 +42,7 @@ HOST = Host(
     comparison=Comparison(archs=("diffusiondet",), adapter=_comparison),
     paper_rows={"main": TABLE2_ROWS},
     meta_architecture=DiffusionDet,
-    export="DiffusionDet's DDIM sampling (seeded noise, box renewal, NMS) has no exported graph yet",
+    export=DiffusionDetGraph,
     inapplicable_switches={
         "model.proposal_box_init": "it has no learnable proposal boxes: they are ground truth corrupted with noise "
         "in training and drawn from noise at inference",

@@ -2,6 +2,7 @@
 checkpoints, the comparison with both official codes, and the paper's rows on this host (Tables 2, 4, 5, 6; R50-FPN,
 100 proposals for the ablations, 300 for Table 2, 36 epochs; the Swin rows with the official code's Swin-FPN)."""
 
+from recursivedet.deploy.graph import DeployableDetector
 from recursivedet.hosts import Comparison, Host, PaperRow
 
 from . import convert
@@ -51,4 +52,5 @@ HOST = Host(
     comparison=Comparison(archs=("recursivedet", "sparse_rcnn"), adapter=_comparison),
     paper_rows={"ablation": ABLATION_ROWS, "main": MAIN_ROWS, "swin": SWIN_ROWS},
     meta_architecture=RecursiveDet,
+    export=DeployableDetector,
 )

@@ -20,10 +20,9 @@ import torch
 
 from recursivedet.analysis.measure import image_input, matmul_peak_gflops, model_parts
 from recursivedet.analysis.model_cost import flops_by_module
+from recursivedet.deploy.formats import FORMATS, load, write
+from recursivedet.hosts import host_of_model
 from recursivedet.inference.speed import cpu_supports_bf16, with_speed
-
-from .formats import FORMATS, load, write
-from .graph import DeployableDetector
 
 VARIANTS = ("float32", "bf16", "compile", "torchscript", "onnx")
 
@@ -40,7 +39,7 @@ def _runners(model, image: dict, threads: int, folder: Path) -> tuple[dict, dict
     compiled = with_speed(copy.deepcopy(model), compile=True)
     runners["compile"] = lambda: compiled([image])
     pixels = image["image"].float()
-    graph = DeployableDetector(copy.deepcopy(model))
+    graph = host_of_model(model).export(copy.deepcopy(model))
     for fmt in ("torchscript", "onnx"):
         try:
             run = load(write(graph, pixels, fmt, folder / FORMATS[fmt]), threads=threads)

@@ -1,11 +1,11 @@
 """Checking an exported model against the eager PyTorch model on the same images.
 
-The reference is :class:`~recursivedet.modeling.RecursiveDet` itself (its own preprocessing, backbone,
-decoder with the fast eager paths, REGO and top-k), with boxes clipped to the image as detectron2 does. The
-exported model must give the same top-K detections, paired one to one (two detections whose scores differ by
-less than the export's rounding may swap ranks): the same classes, and boxes and scores within the stated
-tolerances. Sizes other than the one the model was exported at are part of the check (the images are run at
-their own sizes, and each also at a second, distorted size).
+The reference is the host's model itself (its own preprocessing, backbone, decoder with the fast eager paths,
+REGO, and its selection of the detections: top-k, or DiffusionDet's sampling and NMS), with boxes clipped to the
+image as detectron2 does. The exported model must give the same detections, paired one to one (two detections
+whose scores differ by less than the export's rounding may swap ranks): the same classes, and boxes and scores
+within the stated tolerances. Sizes other than the one the model was exported at are part of the check (the images
+are run at their own sizes, and each also at a second, distorted size).
 """
 
 from dataclasses import dataclass, field
@@ -19,11 +19,10 @@ from .formats import Runner
 
 @torch.no_grad()
 def reference(model, image: torch.Tensor):
-    """The eager model's top-K (boxes clipped to the image, scores, classes) for one (3, H, W) image."""
-    images = model.preprocess_image([{"image": image}])
-    outputs, rego_outputs = model.run_detector(images)
-    logits, boxes = rego_outputs[-1][-1] if rego_outputs else outputs[-1]
-    result = model.inference(logits, boxes, images.image_sizes)[0]
+    """The eager model's detections (boxes clipped to the image, scores, classes) of one (3, H, W) image, alone
+    in its batch and without an ``image_id`` (DiffusionDet then samples from the noise its exported graph holds)."""
+    inputs = [{"image": image}]
+    result = model.predict(model.preprocess_image(inputs), inputs)[0]
     result.pred_boxes.clip(result.image_size)
     return result.pred_boxes.tensor, result.scores, result.pred_classes
 

@@ -1,13 +1,15 @@
-"""Export a trained config + weights to TorchScript and ONNX, checked against PyTorch.
+"""Export a trained config + weights (any host: Sparse R-CNN, DiffusionDet, AdaMixer) to an ExportedProgram,
+ONNX and TorchScript, checked against PyTorch.
 
     python -m recursivedet.deploy --config-file CONFIG --weights model_final.pth \\
-        --format torchscript onnx --output DIR [--images DIR] [--check-images 3] [key=value ...]
+        --format pt2 onnx torchscript --output DIR [--images DIR] [--check-images 3] [key=value ...]
 
-Writes ``DIR/model.ts`` (TorchScript) and/or ``DIR/model.onnx`` (ONNX opset 17) and ``DIR/deploy.json``.
-The exported model takes one image, a float32 tensor (3, H, W) of 0-255 pixels in the model's input format
-(``input_format`` in deploy.json), already resized as the config's test mapper resizes (``test_resize``), of
-any size; it returns ``boxes`` (K, 4) in that image's pixels (x1, y1, x2, y2), ``scores`` (K,) and
-``classes`` (K,) (contiguous indices into ``classes`` of deploy.json), the model's top K detections.
+Writes ``DIR/model.pt2`` (``torch.export``), ``DIR/model.onnx`` (ONNX opset 18) and/or ``DIR/model.ts``
+(TorchScript), and ``DIR/deploy.json``. The exported model takes one image, a float32 tensor (3, H, W) of
+0-255 pixels in the model's input format (``input_format`` in deploy.json), already resized as the config's test
+mapper resizes (``test_resize``), of any size; it returns ``boxes`` (K, 4) in that image's pixels (x1, y1, x2,
+y2), ``scores`` (K,) and ``classes`` (K,) (contiguous indices into ``classes`` of deploy.json), the model's
+detections (a DiffusionDet model's from fixed sampling noise: see its project's ``deploy.py``).
 
 After writing, each file is loaded and run (ONNX in onnxruntime) on ``--check-images`` images of the config's
 test dataset (or of ``--images``), each at its own size and at a distorted one, next to the PyTorch model;
@@ -33,8 +35,7 @@ from recursivedet.export import SkipUnreadable, check_paths, dataset_metadata, i
 from recursivedet.hosts import host_of_model
 
 from .check import compare
-from .formats import FORMATS, DeployFormatError, check_format, load, require_onnxruntime, write
-from .graph import DeployableDetector
+from .formats import FORMATS, DeployFormatError, check_format, load, require_onnx_exporter, require_onnxruntime, write
 
 logger = logging.getLogger("recursivedet.deploy")
 
@@ -48,7 +49,9 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="LazyConfig .py or config name")
     parser.add_argument("--weights", required=True, metavar="FILE", help="checkpoint (.pth) to export")
-    parser.add_argument("--format", nargs="+", required=True, choices=sorted(FORMATS), help="torchscript and/or onnx")
+    parser.add_argument(
+        "--format", nargs="+", required=True, choices=sorted(FORMATS), help="pt2, onnx and/or torchscript"
+    )
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--images", metavar="DIR", help="check on these images (default: the test dataset's)")
     parser.add_argument("--check-images", type=int, default=3, metavar="N", help="images to check on (3)")
@@ -91,6 +94,19 @@ def describe_input(cfg, model, metadata) -> dict:
     }
 
 
+def exporter_of(model, config_file: str):
+    """What builds ``model``'s exportable graph: its host's ``export`` (:class:`~recursivedet.hosts.Host`);
+    :class:`DeployFormatError` with the host's reason when it has none."""
+    host = host_of_model(model)
+    if host is not None and callable(host.export):
+        return host.export
+    if host is None:
+        why = "no declared host builds it"
+    else:
+        why = host.export if isinstance(host.export, str) else f"the {host.name} project declares no export"
+    raise DeployFormatError(f"{config_file} builds a {type(model).__name__}, which cannot be exported: {why}")
+
+
 def main(argv=None) -> dict:
     """Export and check as the command line would; returns {format: {"path", "box", "score", ...}}."""
     parser = argument_parser()
@@ -104,20 +120,18 @@ def main(argv=None) -> dict:
         parser.error(str(e))
     if "onnx" in args.format:
         require_onnxruntime()  # before anything slow
+        require_onnx_exporter()
     setup_logger(name="recursivedet")
     model = build_model(cfg)
-    host = host_of_model(model)
-    if host is None or host.export is not None:
-        why = host.export if host is not None else "no declared host builds it"
-        raise DeployFormatError(f"{args.config_file} builds a {type(model).__name__}, which cannot be exported: {why}")
-    for fmt in args.format:  # every format before any is written
-        check_format(model, fmt)
+    build_graph = exporter_of(model, args.config_file)
     load_weights(model, args.weights, strict=True)
     model.eval()
     try:
-        graph = DeployableDetector(copy.deepcopy(model))
+        graph = build_graph(copy.deepcopy(model))
     except ValueError as e:
         raise DeployFormatError(f"{args.config_file}: {e}") from None
+    for fmt in args.format:  # every format before any is written
+        check_format(fmt)
     images = check_images(cfg, args.images, args.check_images)
     output = Path(args.output)
     # Before anything is written: a folder that cannot be written, or that another command writes into, stops here.
@@ -136,7 +150,7 @@ def _write_and_check(args, cfg, model, graph, images, output: Path) -> dict:
         within = difference.within(args.box_tolerance, args.score_tolerance)
         sizes = ", ".join(f"{h}x{w}" for h, w in difference.sizes)
         print(
-            f"{fmt}: wrote {path} (traced at {images[0].shape[1]}x{images[0].shape[2]}); against PyTorch on "
+            f"{fmt}: wrote {path} (captured at {images[0].shape[1]}x{images[0].shape[2]}); against PyTorch on "
             f"{len(images)} images at their own and a distorted size ({sizes}): {difference.describe()} "
             f"[tolerance {args.box_tolerance} px, {args.score_tolerance}: {'ok' if within else 'FAILED'}]"
         )

@@ -1,17 +1,20 @@
-"""Writing a :class:`~recursivedet.deploy.graph.DeployableDetector` as TorchScript or ONNX, and running the
-written files.
+"""Writing a host's exportable graph (:class:`~recursivedet.deploy.graph.DetectorGraph`) as TorchScript, an
+ExportedProgram (``.pt2``) or ONNX, and running the written files.
 
-Both formats come from one ``torch.jit.trace`` of the graph, whose sizes are shape operations: TorchScript is
-that trace; ONNX (opset 17) is converted from it by PyTorch's TorchScript-based exporter, with the image's
-height and width as dynamic axes. (The ``torch.export``-based exporter, ``dynamo=True``, gives the same
-graph but takes minutes on this model where the trace takes seconds.) The ONNX file runs in onnxruntime,
-the package's ``deploy`` extra: ``pip install 'recursivedet[deploy]'``.
+- ``pt2``: ``torch.export.export`` of the graph with the image's height and width as dynamic dimensions, saved by
+  ``torch.export.save``; runs with ``torch.export.load(path).module()``. The graph capture PyTorch develops.
+- ``onnx`` (opset 18): ``torch.onnx.export(..., dynamo=True)`` of that same ExportedProgram; runs in onnxruntime,
+  the package's ``deploy`` extra (``pip install 'recursivedet[deploy]'``). Every host converts this way, including
+  the attention layers of AdaMixer and REGO, which the TorchScript-based ONNX exporter cannot convert.
+- ``torchscript``: ``torch.jit.trace`` of the graph (its sizes are shape operations); for libtorch (C++)
+  deployments. PyTorch deprecates ``torch.jit`` (``FutureWarning``): prefer ``pt2``.
 """
 
 import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +22,8 @@ import torch
 
 from recursivedet.errors import UserError
 
-FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx"}
-ONNX_OPSET = 17
+FORMATS = {"torchscript": "model.ts", "pt2": "model.pt2", "onnx": "model.onnx"}
+ONNX_OPSET = 18
 INPUT_NAMES = ["image"]
 OUTPUT_NAMES = ["boxes", "scores", "classes"]
 
@@ -45,50 +48,83 @@ def require_onnxruntime():
     return onnxruntime
 
 
+def require_onnx_exporter() -> None:
+    """:class:`MissingRuntimeError` naming the extra when PyTorch's ONNX exporter lacks its packages (onnx,
+    onnxscript)."""
+    for name in ("onnx", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            raise MissingRuntimeError(
+                f"{name} is not installed: PyTorch's ONNX exporter needs it (pip install 'recursivedet[deploy]', "
+                f"or pip install {name})"
+            ) from None
+
+
+@contextmanager
 def _quiet():
-    """Warnings of tracing that do not apply to the graph (its Python checks of constant shapes)."""
-    context = warnings.catch_warnings()
-    context.__enter__()
+    """Without the warnings of tracing and exporting that do not apply to the graph (its Python checks of constant
+    shapes, ``torch.jit``'s deprecation: see the module's docstring)."""
+    with warnings.catch_warnings():
+        _ignore_export_warnings()
+        yield
+
+
+def _ignore_export_warnings() -> None:
     warnings.simplefilter("ignore", torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*deprecated.*")
     warnings.filterwarnings("ignore", message="no signature found")
     warnings.filterwarnings("ignore", message=".*[Cc]onstant folding.*")
     warnings.filterwarnings("ignore", message=".*aten::index.*")
-    return context
+    # torch.export.save of parameters shared by two module paths (the graph keeps its model's)
+    warnings.filterwarnings("ignore", message="No complete tensor found in the group")
 
 
 def trace(graph: torch.nn.Module, image: torch.Tensor) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` of the graph on one image (the graph's sizes follow the input's shape)."""
-    context = _quiet()
-    try:
-        with torch.no_grad():
-            return torch.jit.trace(graph.eval(), (image,), check_trace=False)
-    finally:
-        context.__exit__(None, None, None)
+    with _quiet(), torch.no_grad():
+        return torch.jit.trace(graph.eval(), (image,), check_trace=False)
 
 
-def check_format(model: torch.nn.Module, fmt: str) -> None:
-    """:class:`DeployFormatError` if ``model`` cannot be written as ``fmt`` (checked for every format before any
-    is written)."""
+def check_format(fmt: str) -> None:
+    """:class:`DeployFormatError` if ``fmt`` is not a format the export writes."""
     if fmt not in FORMATS:
         raise DeployFormatError(f"unknown export format {fmt!r}; the export writes {', '.join(FORMATS)}")
-    if fmt == "onnx" and model.rego is not None and model.rego.at_inference:
+
+
+def export_program(graph: torch.nn.Module, image: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of the graph on one (3, H, W) image, with H and W dynamic (``Dim.DYNAMIC``: the
+    program checks the sizes it was derived for, e.g. more than the largest stride, where a map of one cell would
+    be a special case). Kept on the graph for the next format; :class:`DeployFormatError` when it fails."""
+    kept = getattr(graph, "_exported", None)
+    if kept is not None and kept[0] == tuple(image.shape):
+        return kept[1]
+    minimum = max(graph.model.strides) + 1
+    if min(image.shape[-2:]) < minimum:
         raise DeployFormatError(
-            "ONNX export of a model with REGO is not supported (its attention layers do not convert); export "
-            "torchscript, or the model without REGO at inference (model.rego.at_inference=False)"
+            f"the image the model is exported on is {image.shape[-2]}x{image.shape[-1]}; it needs at least "
+            f"{minimum} pixels a side"
         )
+    dims = {1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.export.export(graph.eval(), (image,), dynamic_shapes={"image": dims})
+    except Exception as e:  # torch's own errors span pages: their first line, and the graph that failed
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeployFormatError(f"torch.export could not capture the {type(graph).__name__}: {first}") from e
+    graph._exported = (tuple(image.shape), program)
+    return program
 
 
 def write(graph: torch.nn.Module, image: torch.Tensor, fmt: str, path: Path) -> Path:
-    """Write the graph traced on ``image`` as ``fmt`` ("torchscript" or "onnx") to ``path``: into a new file of
-    a unique name that then replaces ``path`` (never written through a symlink there, never half-written)."""
-    check_format(graph.model, fmt)
-    traced = trace(graph, image)
+    """Write the graph captured on ``image`` as ``fmt`` (see :data:`FORMATS`) to ``path``: into a new file of a
+    unique name that then replaces ``path`` (never written through a symlink there, never half-written)."""
+    check_format(fmt)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        _write_traced(traced, image, fmt, tmp)
+        _write(graph, image, fmt, tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
@@ -97,24 +133,31 @@ def write(graph: torch.nn.Module, image: torch.Tensor, fmt: str, path: Path) -> 
     return path
 
 
-def _write_traced(traced, image: torch.Tensor, fmt: str, path: str) -> None:
+def _write(graph, image: torch.Tensor, fmt: str, path: str) -> None:
     if fmt == "torchscript":
-        traced.save(path)
+        trace(graph, image).save(path)
         return
-    context = _quiet()
-    try:
-        torch.onnx.export(
-            traced,
-            (image,),
-            path,
-            dynamo=False,
-            opset_version=ONNX_OPSET,
-            input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
-            dynamic_axes={"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in OUTPUT_NAMES}},
-        )
-    finally:
-        context.__exit__(None, None, None)
+    program = export_program(graph, image)
+    with _quiet():
+        if fmt == "pt2":
+            torch.export.save(program, path)
+            return
+        with torch.no_grad():  # the conversion re-traces the program: under autograd, attention does not convert
+            _onnx_export(program, image, path)
+
+
+def _onnx_export(program: torch.export.ExportedProgram, image: torch.Tensor, path: str) -> None:
+    torch.onnx.export(
+        program,
+        (image,),
+        path,
+        dynamo=True,
+        opset_version=ONNX_OPSET,
+        input_names=INPUT_NAMES,
+        output_names=OUTPUT_NAMES,
+        external_data=False,  # the weights inside the one file (below ONNX's 2 GB limit)
+        verbose=False,
+    )
 
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -124,18 +167,26 @@ def load(path: Path, threads: int | None = None) -> Runner:
     """A function image (3, H, W) float32 -> (boxes, scores, classes) tensors running the written file (the
     format from its suffix). ``threads``: onnxruntime's intra-op threads (default: its own)."""
     path = Path(path)
+    import torchvision  # noqa: F401  (registers torchvision::nms, which DiffusionDet's graph calls)
+
     if path.suffix == ".ts":
-        context = _quiet()
-        try:
+        with _quiet():
             module = torch.jit.load(str(path))
-        finally:
-            context.__exit__(None, None, None)
 
         def run_torchscript(image):
             with torch.no_grad():
                 return tuple(module(image))
 
         return run_torchscript
+    if path.suffix == ".pt2":
+        with _quiet():
+            program = torch.export.load(str(path)).module()
+
+        def run_program(image):
+            with torch.no_grad():
+                return tuple(program(image))
+
+        return run_program
     if path.suffix == ".onnx":
         ort = require_onnxruntime()
         options = ort.SessionOptions()
@@ -148,4 +199,4 @@ def load(path: Path, threads: int | None = None) -> Runner:
             return tuple(torch.from_numpy(o) for o in outputs)
 
         return run_onnx
-    raise DeployFormatError(f"{path} is neither TorchScript (.ts) nor ONNX (.onnx)")
+    raise DeployFormatError(f"{path} is neither TorchScript (.ts), an ExportedProgram (.pt2) nor ONNX (.onnx)")

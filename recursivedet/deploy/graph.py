@@ -1,14 +1,17 @@
 """A trained model as one exportable graph: image in, boxes, scores and classes out, at any image size.
 
-:class:`DeployableDetector` runs the same modules as :class:`~recursivedet.modeling.RecursiveDet` at
-inference (normalisation, padding, backbone, decoder, REGO when it runs at inference, top-k), with three
-changes that let ``torch.jit.trace`` and ``torch.export`` record a graph that works for every image size:
+:class:`DetectorGraph` is the base of every host's graph (a project declares its own in its ``Host.export``).
+:class:`DeployableDetector`, the Sparse R-CNN host's, runs the same modules as
+:class:`~recursivedet.modeling.RecursiveDet` at inference (normalisation, padding, backbone, decoder, REGO when
+it runs at inference, top-k), with three changes that let ``torch.jit.trace`` and ``torch.export`` record a
+graph that works for every image size:
 
 - every size (padding, ``whwh``, the positional-encoding extents, the feature-map sizes) is computed from the
   input's shape with tensor operations, never read into a Python number that a trace would freeze;
 - RoIAlign gathers rows of one table that stacks every FPN level (:func:`stacked_roi_align`): no
   ``nonzero``/``argsort`` whose output size depends on the data, and only Gather, Mul and ReduceSum in ONNX;
-- the closed-form RoI positional encoding samples at the traced map sizes.
+- the RoI positional encoding samples at the traced map sizes (closed form) or pools the sine maps from the
+  same stacked table (dense form).
 
 The sampling points are those of :mod:`~recursivedet.modeling.roi_align` (the same functions), so the
 graph's outputs equal the eager model's up to the order of float additions.
@@ -113,7 +116,8 @@ def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
         pad = torch.div(size + divisor - 1, divisor, rounding_mode="floor") * divisor - size
         return F.pad(x, [0, pad[1], 0, pad[0]])
     h, w = x.shape[-2:]
-    return F.pad(x, [0, (divisor - w % divisor) % divisor, 0, (divisor - h % divisor) % divisor])
+    # padded sizes written as multiples of the divisor, which torch.export's shape reasoning then sees as such
+    return F.pad(x, [0, (w + divisor - 1) // divisor * divisor - w, 0, (h + divisor - 1) // divisor * divisor - h])
 
 
 class TracedRoIPositionEncoding(AnalyticRoIPositionEncoding):
@@ -136,35 +140,40 @@ class TracedRoIPositionEncoding(AnalyticRoIPositionEncoding):
         return SeparableRoIPE(y_sum, x_valid, x_sum, y_valid)
 
 
-class DeployableDetector(nn.Module):
-    """One image (3, H, W), float32 pixels in the model's input format (0-255), at the size the model sees
-    (after the config's test resize) -> boxes (K, 4) in that image's pixels (x1, y1, x2, y2, clipped to it),
-    scores (K,) and classes (K,) of the model's top-K detections, K = ``min(detections_per_image, N x
-    classes)``.
+class StackedDenseRoIPositionEncoding:
+    """The pooled image PE of a decoder without the closed form (``analytic_roi_pe=False``): the dense sine maps
+    of the features, set by the graph before each call (:meth:`set_features`), pooled by :func:`stacked_roi_align`
+    (the eager decoder pools them with detectron2's pooler, whose per-level selection has data-dependent
+    shapes)."""
 
-    Wraps a :class:`~recursivedet.modeling.RecursiveDet` in eval mode; shares its parameters (the model's
-    decoder is given the trace-friendly pooling and PE while this wrapper lives: build it on a copy).
+    def __init__(self, decoder):
+        self.decoder = decoder
+        self.maps: list[torch.Tensor] | None = None
+
+    def set_features(self, features: list[torch.Tensor], extents) -> None:
+        self.maps = [self.decoder.image_pe(f, e) for f, e in zip(features, extents, strict=True)]
+
+    def __call__(self, pixel_boxes: torch.Tensor, map_sizes, extents) -> torch.Tensor:
+        return stacked_roi_align(self.decoder.pooler, self.maps, pixel_boxes)
+
+
+class DetectorGraph(nn.Module):
+    """Base of a host's exportable graph: one image (3, H, W), float32 pixels in the model's input format (0-255),
+    at the size the model sees (after the config's test resize) -> boxes (K, 4) in that image's pixels (x1, y1,
+    x2, y2, clipped to it), scores (K,) and classes (K,).
+
+    Holds the model (in eval mode; it shares its parameters and a host's graph may swap some of its modules for
+    trace-friendly ones: build it on a copy) and does what every host does: normalise and pad the image, run the
+    backbone, pick and clip the detections. A setting the graph cannot export raises ValueError with the reason.
     """
 
     def __init__(self, model):
         super().__init__()
-        decoder = model.decoder
-        if not fixed_grid_roi_align(decoder.pooler):
-            raise ValueError("export needs RoIAlign poolers with a fixed sampling ratio (ROIAlignV2, ratio > 0)")
         self.model = model.eval()
-        decoder.pool = lambda features, pixel_boxes: stacked_roi_align(decoder.pooler, features, pixel_boxes)
-        self.traced_pe = None
-        if decoder.analytic_pe is not None:
-            pe = decoder.analytic_pe
-            self.traced_pe = TracedRoIPositionEncoding(pe.pooler, pe.num_feats, pe.temperature, pe.scale)
-            decoder.analytic_pe = self.traced_pe
-        self.num_detections = min(model.detections_per_image, model.num_proposals * self.num_classes)
 
-    @property
-    def num_classes(self) -> int:
-        return self.model.decoder.stages[0].class_logits.out_features
-
-    def forward(self, image: torch.Tensor):
+    def backbone_features(self, image: torch.Tensor):
+        """(3, H, W) image -> the decoder's maps (``model.in_features``, each (1, c, H_l, W_l)), the image's (2,)
+        int64 (h, w) and its (2,) int64 padded size (a multiple of the backbone's size divisibility)."""
         model = self.model
         size = hw_tensor(image)  # (h, w)
         x = (image - model.pixel_mean) / model.pixel_std
@@ -174,25 +183,84 @@ class DeployableDetector(nn.Module):
         if model.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         maps = model.backbone(x)
-        features = [maps[f] for f in model.in_features]
-        whwh = size.flip(0).repeat(2).to(torch.float32)[None]  # (1, 4): w, h, w, h
+        return [maps[f] for f in model.in_features], size, padded
+
+    @staticmethod
+    def clipped(pixel_boxes: torch.Tensor, whwh: torch.Tensor) -> torch.Tensor:
+        """(K, 4) pixel boxes clipped to the (1, 4) image size w, h, w, h (detectron2's ``Boxes.clip``)."""
+        return torch.minimum(pixel_boxes.clamp(min=0), whwh[0].to(pixel_boxes.dtype))
+
+    @staticmethod
+    def whwh(size: torch.Tensor) -> torch.Tensor:
+        """(2,) (h, w) -> (1, 4) float32 (w, h, w, h)."""
+        return size.flip(0).repeat(2).to(torch.float32)[None]
+
+    def top_k(self, logits: torch.Tensor, boxes: torch.Tensor, whwh: torch.Tensor, count: int):
+        """The top ``count`` of N x K sigmoid scores of (N, K) logits and (N, 4) normalised cxcywh boxes, as
+        unclipped pixel boxes (count, 4), scores (count,) and classes (count,)."""
+        k = logits.shape[-1]
+        scores, index = logits.sigmoid().flatten().topk(count)
+        pixel_boxes = cxcywh_to_xyxy(boxes) * whwh
+        return pixel_boxes[torch.div(index, k, rounding_mode="floor")], scores, index % k
+
+
+class DeployableDetector(DetectorGraph):
+    """The Sparse R-CNN host's graph (:class:`~recursivedet.modeling.RecursiveDet`): the model's top-K
+    detections, K = ``min(detections_per_image, N x classes)``, REGO's when it runs at inference.
+
+    Its :class:`~recursivedet.modeling.RecursiveDecoder` is given the trace-friendly pooling and PE while this
+    wrapper lives (build it on a copy); a host on the same decoder (DiffusionDet) derives its graph from this one.
+    """
+
+    def __init__(self, model):
+        super().__init__(model)
+        decoder = model.decoder
+        use_traced_pooling(model)
+        self.traced_pe = self.dense_pe = None
+        if decoder.analytic_pe is not None:
+            pe = decoder.analytic_pe
+            self.traced_pe = TracedRoIPositionEncoding(pe.pooler, pe.num_feats, pe.temperature, pe.scale)
+            decoder.analytic_pe = self.traced_pe
+        elif decoder.uses_image_pe:
+            self.dense_pe = decoder.analytic_pe = StackedDenseRoIPositionEncoding(decoder)
+        if model.detections_per_image is not None:  # else the host selects its detections (DiffusionDet)
+            self.num_detections = min(model.detections_per_image, model.num_proposals * self.num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.decoder.stages[0].class_logits.out_features
+
+    def decoder_inputs(self, features, size, padded):
+        """(1, 4) whwh and the PE extents of the decoder (None without image PE); gives the graph's PE the maps."""
+        model = self.model
         extents = None
         if model.decoder.uses_image_pe:
             extents = [torch.ceil(padded.to(torch.float32) / s)[None] for s in model.strides]
         if self.traced_pe is not None:
             self.traced_pe.map_sizes = map_sizes_of(features)
+        if self.dense_pe is not None:
+            self.dense_pe.set_features(features, extents)
+        return self.whwh(size), extents
+
+    def forward(self, image: torch.Tensor):
+        model = self.model
+        features, size, padded = self.backbone_features(image)
+        whwh, extents = self.decoder_inputs(features, size, padded)
         boxes = model.init_proposal_boxes.weight[None]
         proposal_features = model.init_proposal_features.weight[None]
-        with_rego = model.rego is not None and model.rego.at_inference
-        if with_rego:
+        if model.rego_at_inference():
             outputs, states = model.decoder(features, boxes, proposal_features, whwh, extents, return_features=True)
             logits, boxes = model.rego(features, model.decoder.pool, outputs[-1][1], states, whwh)[-1][-1]
         else:
             logits, boxes = model.decoder(features, boxes, proposal_features, whwh, extents)[-1]
-        k = self.num_classes
-        scores, index = logits[0].sigmoid().flatten().topk(self.num_detections)
-        pixel_boxes = cxcywh_to_xyxy(boxes[0]) * whwh
-        picked = pixel_boxes[torch.div(index, k, rounding_mode="floor")]
-        limit = whwh[0].to(picked.dtype)
-        picked = torch.minimum(picked.clamp(min=0), limit)  # detectron2's Boxes.clip
-        return picked, scores, index % k
+        picked, scores, classes = self.top_k(logits[0], boxes[0], whwh, self.num_detections)
+        return self.clipped(picked, whwh), scores, classes
+
+
+def use_traced_pooling(model) -> None:
+    """Give ``model.decoder`` (a :class:`~recursivedet.modeling.RecursiveDecoder`) the pooling of
+    :func:`stacked_roi_align`; ValueError when its pooler has no fixed sampling grid."""
+    decoder = model.decoder
+    if not fixed_grid_roi_align(decoder.pooler):
+        raise ValueError("export needs RoIAlign poolers with a fixed sampling ratio (ROIAlignV2, ratio > 0)")
+    decoder.pool = lambda features, pixel_boxes: stacked_roi_align(decoder.pooler, features, pixel_boxes)

@@ -151,9 +151,10 @@ class DiffusionDet(QueryDetector):
         return self.diffusion.corrupt(x0, t, noise), t
 
     @torch.no_grad()
-    def sample(self, features, whwh, extents, keys) -> list[tuple]:
+    def sample(self, features, whwh, extents, keys, draw=None) -> list[tuple]:
         """The DDIM sampling loop: per step, the last stage's (logits (B, N, K), boxes (B, N, 4)), REGO's when it
-        runs at inference."""
+        runs at inference. ``draw``: the noise in place of the generators of ``keys`` (see
+        :meth:`~.sampling.DDIMSampler.run`)."""
         with_rego = self.rego_at_inference()
 
         def predict(boxes, t):
@@ -163,4 +164,6 @@ class DiffusionDet(QueryDetector):
                 return run[-1]
             return self.refine(Decoded(*run, features, whwh))[-1][-1]
 
-        return self.sampler.run(predict, self.diffusion, self.num_proposals, keys, self.device, features[0].dtype)
+        return self.sampler.run(
+            predict, self.diffusion, self.num_proposals, keys, self.device, features[0].dtype, draw=draw
+        )

@@ -6,6 +6,7 @@ x0 = (2 b - 1) * scale (signal scale 2); a noisy signal maps back to boxes by cl
 and inverting that map. The clamp can make w or h exactly 0.
 """
 
+import functools
 import math
 
 import torch
@@ -27,9 +28,15 @@ def cosine_alphas_cumprod(timesteps: int = 1000, s: float = 0.008) -> torch.Tens
 def ddim_time_pairs(steps: int, timesteps: int = 1000) -> list[tuple[int, int]]:
     """The (t, t_next) of each of ``steps`` DDIM steps: linspace(-1, T - 1, steps + 1) truncated to integers,
     reversed and paired; the last pair ends at -1 (official ``ddim_sample``). steps = 4, T = 1000:
-    (999, 749), (749, 499), (499, 249), (249, -1)."""
+    (999, 749), (749, 499), (499, 249), (249, -1). Computed once per (steps, T), so that an exported graph's
+    sampling, which calls it while ``torch.export`` traces, reads plain numbers (see ``deploy.py``)."""
+    return list(_time_pairs(steps, timesteps))
+
+
+@functools.cache
+def _time_pairs(steps: int, timesteps: int) -> tuple[tuple[int, int], ...]:
     times = torch.linspace(-1, timesteps - 1, steps=steps + 1).int().tolist()[::-1]
-    return list(zip(times[:-1], times[1:], strict=True))
+    return tuple(zip(times[:-1], times[1:], strict=True))
 
 
 class BoxDiffusion(nn.Module):

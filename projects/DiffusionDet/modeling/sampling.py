@@ -71,20 +71,27 @@ class DDIMSampler:
         """(B, num, 4) standard normal noise, image b from generator b (drawn in float32 on the CPU)."""
         return torch.stack([torch.randn(num, 4, generator=g) for g in generators]).to(device=device, dtype=dtype)
 
-    def run(self, predict, diffusion: BoxDiffusion, num_proposals: int, keys, device, dtype=torch.float32):
+    def run(self, predict, diffusion: BoxDiffusion, num_proposals: int, keys, device, dtype=torch.float32, draw=None):
         """The sampling loop.
 
         Args:
             predict: (boxes (B, N, 4) normalised cxcywh, t) -> last-stage (logits (B, N, K), boxes (B, N, 4)).
             keys: per image, the key of its noise generator.
             device, dtype: of the boxes (the model's).
+            draw: () -> the next (B, N, 4) standard normal noise, in place of the generators of ``keys`` (an
+                exported graph's noise, fixed in advance: ``projects/DiffusionDet/deploy.py``).
         Returns:
             per step, the (logits, boxes) that ``predict`` gave.
         """
         if self.steps > diffusion.timesteps:
             raise ConfigValueError(f"model.sampler.steps {self.steps} exceeds the {diffusion.timesteps} timesteps")
-        generators = self.generators(keys)
-        x = self.draw(generators, num_proposals, device, dtype)
+        if draw is None:
+            generators = self.generators(keys)
+
+            def draw():
+                return self.draw(generators, num_proposals, device, dtype)
+
+        x = draw()
         positions = torch.arange(num_proposals, device=device)
         predictions = []
         for t, t_next in ddim_time_pairs(self.steps, diffusion.timesteps):
@@ -99,9 +106,9 @@ class DDIMSampler:
                 # kept boxes first, in their order (as the official code concatenates them), then fresh noise
                 order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[..., None].expand(-1, -1, 4)
                 x0, eps = x0.gather(1, order), eps.gather(1, order)
-            x = diffusion.ddim_step(x0, eps, t, t_next, self.eta, self.draw(generators, num_proposals, device, dtype))
+            x = diffusion.ddim_step(x0, eps, t, t_next, self.eta, draw())
             if self.box_renewal:
-                fresh = self.draw(generators, num_proposals, device, dtype)
+                fresh = draw()
                 kept = positions[None, :, None] < keep.sum(1)[:, None, None]
                 x = torch.where(kept, x, fresh)
         return predictions
