@@ -60,7 +60,6 @@ BEFORE_START = [
         "dataset 'xyzzy' is not registered. Register a COCO-format "
         "dataset with recursivedet.data.register_coco_dataset(name, json_file, image_root).",
     ),
-    (["train.amp.enabled=True"], "train.amp.enabled=True needs a CUDA device (train.device=cpu)"),
     (
         ["model.decoder.stage.num_classes=80"],
         "the model has 80 classes (model.decoder.stage.num_classes) but dataset 'tiny_train' has 3 categories; "
