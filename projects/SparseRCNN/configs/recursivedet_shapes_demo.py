@@ -1,6 +1,6 @@
 """A CPU-sized RecursiveDet on the built-in shapes dataset: the full paper model (RecSt-dagger, RecDy,
-bb-PE, static cb-PE) at width 64 on an ImageNet-pretrained MobileNetV2-FPN, trained for about 6 minutes on
-2 CPU cores (``make demo``).
+bb-PE, static cb-PE) at width 64 on an ImageNet-pretrained MobileNetV2-FPN, trained in minutes on 2 CPU
+cores (``make demo``; docs/training.md gives the measured times).
 
 Narrow everywhere (FPN width = model width), fewer proposals and stages, zero-initialised box deltas
 (identity start), initial boxes on a grid, and the backbone at 0.1x the head's learning rate: a randomly
