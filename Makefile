@@ -14,8 +14,11 @@ demo: setup
 study: setup
 	$(PY) -m recursivedet.study --jobs 2
 
+# Two test processes by default: most tests run one thread, so one process leaves a core of these 2-core machines idle.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
