@@ -60,9 +60,3 @@ def restore_logging_handlers():
         lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
     ]:
         logger.handlers[:] = before.get(logger, [])
-
-
-def pytest_collection_modifyitems(config, items):
-    """The slow tests first (a stable sort: the order within each group stays): run in two processes
-    (``make test``), a long test started last would leave the other process idle at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
